@@ -1,0 +1,175 @@
+"""Dataset sources and their SPADE presets, selected by `config.data.name`.
+
+A source knows how many examples it has and how to load example `i` as numpy arrays on the host:
+`image` uint8[H,W,3], `label` class ids [H,W] (already remapped through the class table) and, when used,
+`instance` int32[H,W]. Everything after that (resize, crop, flip, batching, sharding) is `pipeline.py`'s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+
+from data_pipelines import labels as labels_lib
+from data_pipelines.sources.base import DatasetError, Example
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocess:
+    """SPADE's `preprocess_mode` and sizes: 'fixed', 'resize_and_crop', 'scale_width_and_crop' or 'none'."""
+
+    mode: str = "resize_and_crop"
+    load_size: int = 286
+    crop_size: int = 256
+    aspect_ratio: float = 1.0
+    flip: bool = True
+
+    def __post_init__(self):
+        if self.mode not in ("fixed", "resize_and_crop", "scale_width_and_crop", "none"):
+            raise ValueError(f"preprocess.mode {self.mode!r} is not one of 'fixed', 'resize_and_crop', "
+                             "'scale_width_and_crop', 'none'.")
+        if "crop" in self.mode and self.crop_size > self.load_size:
+            raise ValueError(f"preprocess.crop_size {self.crop_size} exceeds load_size {self.load_size}.")
+
+    def output_size(self, native: tuple[int, int] | None = None) -> tuple[int, int] | None:
+        """(height, width) of a preprocessed example; None when it depends on the file."""
+        if self.mode == "fixed":
+            return int(round(self.crop_size / self.aspect_ratio)), self.crop_size
+        if self.mode.endswith("_and_crop"):
+            return self.crop_size, self.crop_size
+        return native
+
+    def for_eval(self) -> "Preprocess":
+        """SPADE's test options: no flip, no random crop (load_size = crop_size)."""
+        return dataclasses.replace(self, flip=False, load_size=self.crop_size)
+
+
+# SPADE's per-dataset defaults (data/*_dataset.py); configs may override any field.
+PRESETS = {
+    "cityscapes": dict(table="cityscapes", use_instance=True,
+                       preprocess=Preprocess("fixed", 512, 512, 2.0)),
+    "ade20k": dict(table="ade20k", use_instance=False, preprocess=Preprocess("resize_and_crop", 286, 256)),
+    "coco_stuff": dict(table="coco_stuff", use_instance=True,
+                       preprocess=Preprocess("resize_and_crop", 286, 256)),
+    "custom": dict(table=None, use_instance=False, preprocess=Preprocess("resize_and_crop", 286, 256)),
+    "scenes": dict(table="scenes", use_instance=True, preprocess=Preprocess("none", 64, 64, 1.0)),
+}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class DatasetSpec:
+    """What a model must know about its data; stored with every checkpoint."""
+
+    name: str
+    table: labels_lib.ClassTable
+    use_instance: bool
+    label_encoding: str = "index"
+
+    @property
+    def semantic_nc(self) -> int:
+        return self.table.semantic_nc + int(self.use_instance)
+
+    def summary(self) -> dict:
+        return {"name": self.name, "use_instance": self.use_instance, "label_encoding": self.label_encoding,
+                "semantic_nc": self.semantic_nc, "table": self.table.summary()}
+
+    @classmethod
+    def from_summary(cls, d: dict) -> "DatasetSpec":
+        return cls(d["name"], labels_lib.ClassTable.from_summary(d["table"]), bool(d["use_instance"]),
+                   d.get("label_encoding", "index"))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Source:
+    """A finite, indexable split: `load(i)` returns example i's host arrays (see module docstring)."""
+
+    spec: DatasetSpec
+    split: str
+    num_examples: int
+    load: Callable[[int], dict]
+    keys: Callable[[int], str]
+
+
+def dataset_spec(data) -> DatasetSpec:
+    """The DatasetSpec for a `config.data` section."""
+    name = data.name
+    if name not in PRESETS:
+        raise ValueError(f"config.data.name {name!r} is not one of {sorted(PRESETS)}.")
+    if name == "custom":
+        if not data.get("num_classes"):
+            raise ValueError("config.data.num_classes must be set for custom folders.")
+        table = labels_lib.custom(int(data.num_classes), ignore_id=int(data.get("ignore_id", 255)),
+                                  contain_dontcare=bool(data.get("contain_dontcare", False)))
+    else:
+        table = labels_lib.get_table(PRESETS[name]["table"])
+    use_instance = data.get("use_instance", None)
+    if use_instance is None:
+        use_instance = PRESETS[name]["use_instance"]
+    return DatasetSpec(name, table, bool(use_instance), data.get("label_encoding", "index"))
+
+
+def preprocess_of(data) -> Preprocess:
+    """The Preprocess of a `config.data` section: the preset, overridden by `data.preprocess` fields."""
+    base = PRESETS[data.name]["preprocess"]
+    overrides = dict(data.get("preprocess", {}) or {})
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(Preprocess)}
+    if unknown:
+        raise ValueError(f"config.data.preprocess has unknown field(s) {sorted(unknown)}.")
+    if data.name == "scenes":
+        base = dataclasses.replace(base, load_size=int(data.scenes.width), crop_size=int(data.scenes.width),
+                                   aspect_ratio=data.scenes.width / data.scenes.height)
+    return dataclasses.replace(base, **overrides)
+
+
+def _file_source(spec: DatasetSpec, split: str, examples: list[Example]) -> Source:
+    from data_pipelines import decode
+
+    def load(i: int) -> dict:
+        return decode.load_example(examples[i], spec)
+
+    return Source(spec, split, len(examples), load, lambda i: examples[i].key)
+
+
+def _scene_source(spec: DatasetSpec, split: str, data) -> Source:
+    from data_pipelines import scenes
+
+    cfg = data.scenes
+    indices = scenes.SceneSplits(int(cfg.num_train), int(cfg.num_val)).indices(split)
+
+    def load(i: int) -> dict:
+        s = scenes.render(indices[i], seed=int(cfg.seed), height=int(cfg.height), width=int(cfg.width))
+        out = {"image": s.image, "label": s.label}
+        if spec.use_instance:
+            out["instance"] = s.instance
+        return out
+
+    return Source(spec, split, len(indices), load, lambda i: f"scene_{indices[i]:08d}")
+
+
+def get_source(data, split: str) -> Source:
+    """The Source of `config.data` for `split` ('train' or 'validation')."""
+    spec = dataset_spec(data)
+    if data.name == "scenes":
+        return _scene_source(spec, split, data)
+    root = data.get("root")
+    if not root:
+        raise ValueError(f"config.data.root must name the {data.name} directory.")
+    if data.name == "cityscapes":
+        from data_pipelines.sources import cityscapes
+        examples = cityscapes.list_examples(root, split, with_instances=spec.use_instance)
+    elif data.name == "ade20k":
+        from data_pipelines.sources import ade20k
+        examples = ade20k.list_examples(root, split)
+    elif data.name == "coco_stuff":
+        from data_pipelines.sources import coco_stuff
+        examples = coco_stuff.list_examples(root, split, with_instances=spec.use_instance)
+    else:
+        from data_pipelines.sources import folders
+        examples = folders.list_examples(root, split, with_instances=spec.use_instance)
+    return _file_source(spec, split, examples)
+
+
+__all__ = ["DatasetError", "DatasetSpec", "Example", "PRESETS", "Preprocess", "Source", "dataset_spec",
+           "get_source", "preprocess_of"]
