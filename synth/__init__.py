@@ -1,0 +1,3 @@
+"""synth: layout-to-image synthesis in JAX/Flax."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Training: sharding, state, steps, checkpointing and the loop."""

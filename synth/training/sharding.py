@@ -1,0 +1,48 @@
+"""One device mesh with a `data` axis; host batches become global arrays sharded over it.
+
+The same code runs on 1 CPU, 8 fake CPU devices, a GPU, or a multi-host pod slice: each process hands over
+its local share of the batch and JAX assembles the global array.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = "data"
+
+
+def make_mesh(devices=None) -> jax.sharding.Mesh:
+    """A 1-D mesh over all (or the given) devices. Axes are Auto: jax.make_mesh defaults to Explicit."""
+    devices = jax.devices() if devices is None else list(devices)
+    return jax.make_mesh((len(devices),), (DATA_AXIS,), axis_types=(AxisType.Auto,), devices=devices)
+
+
+def batch_sharding(mesh) -> NamedSharding:
+    return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def replicated(mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def check_batch_size(global_batch: int, mesh) -> None:
+    n = mesh.devices.size
+    if global_batch % n:
+        raise ValueError(f"Global batch size {global_batch} is not divisible by the {n} devices of the mesh; "
+                         f"use a multiple of {n}.")
+
+
+def to_global(batch: dict, mesh) -> dict:
+    """This process's numpy batch -> global jax.Arrays sharded on the batch axis."""
+    sharding = batch_sharding(mesh)
+    local = {k: np.asarray(v) for k, v in batch.items()}
+    sizes = {k: v.shape[0] for k, v in local.items()}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"Batch entries disagree on the batch size: {sizes}.")
+    local_devices = len(mesh.local_devices)
+    size = next(iter(sizes.values()))
+    if size % local_devices:
+        raise ValueError(f"This process's batch of {size} does not split over its {local_devices} devices.")
+    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}

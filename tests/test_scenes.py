@@ -1,0 +1,135 @@
+"""The procedural scenes: classes, layouts, instances, known modes and their frequencies."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from data_pipelines import labels, scenes
+from data_pipelines.sources import folders
+
+
+def test_classes_and_ignore_id():
+    assert scenes.NUM_CLASSES >= 10
+    assert len(set(scenes.CLASSES)) == scenes.NUM_CLASSES
+    assert scenes.IGNORE_ID >= scenes.NUM_CLASSES
+    assert labels.scenes().num_classes == scenes.NUM_CLASSES
+
+
+@pytest.mark.parametrize("size", [(64, 64), (128, 128), (128, 256), (37, 91)])
+def test_shapes_and_dtypes_at_any_resolution(size):
+    s = scenes.render(5, height=size[0], width=size[1])
+    assert s.image.shape == (*size, 3) and s.image.dtype == np.uint8
+    assert s.label.shape == size and s.label.dtype == np.uint8
+    assert s.instance.shape == size and s.instance.dtype == np.int32
+    assert s.label.max() < scenes.NUM_CLASSES
+
+
+def test_deterministic_by_seed_and_index():
+    a, b = scenes.render(17, seed=3), scenes.render(17, seed=3)
+    for x, y in [(a.image, b.image), (a.label, b.label), (a.instance, b.instance)]:
+        np.testing.assert_array_equal(x, y)
+    assert a.objects == b.objects and a.global_mode == b.global_mode
+    assert not np.array_equal(a.image, scenes.render(17, seed=4).image)
+    assert not np.array_equal(a.label, scenes.render(18, seed=3).label)
+
+
+def test_instance_convention_and_object_masks():
+    for i in range(40):
+        s = scenes.render(i)
+        stuff = s.instance < scenes.INSTANCE_FACTOR
+        np.testing.assert_array_equal(s.instance[stuff], s.label[stuff])
+        things = ~stuff
+        np.testing.assert_array_equal(s.instance[things] // scenes.INSTANCE_FACTOR, s.label[things])
+        assert set(np.unique(s.label[things])) <= set(scenes.THING_CLASSES)
+        ids = {o.instance_id for o in s.objects}
+        assert ids == set(np.unique(s.instance[things]).tolist())
+        for o in s.objects:
+            mask = s.mask(o.instance_id)
+            assert mask.any() and (s.label[mask] == o.class_id).all()
+            assert 0 <= o.colour_mode < len(scenes.COLOUR_MODES[o.class_id][0])
+
+
+def test_layouts_vary_and_same_class_objects_touch():
+    horizons, counts, touching = set(), [], 0
+    for i in range(150):
+        s = scenes.render(i)
+        sky_rows = np.flatnonzero((s.label == scenes.SKY).any(1))
+        horizons.add(int(sky_rows.max()) if sky_rows.size else -1)
+        counts.append(tuple(sum(o.class_id == c for o in s.objects) for c in scenes.THING_CLASSES))
+        inst = s.instance
+        a, b = inst[:, 1:], inst[:, :-1]
+        same_class_different_object = (a != b) & (a >= 1000) & (b >= 1000) & (a // 1000 == b // 1000)
+        touching += bool(same_class_different_object.any())
+    assert len(horizons) > 10
+    assert len(set(counts)) > 20
+    assert touching > 20, "occlusion between objects of one class should be common"
+    all_labels = np.concatenate([scenes.render(i).label.ravel() for i in range(60)])
+    assert set(np.unique(all_labels)) == set(range(scenes.NUM_CLASSES))
+
+
+def test_images_are_textured_not_flat():
+    s = scenes.render(2, height=128, width=128)
+    grass = s.image[s.label == scenes.GRASS].astype(float)
+    assert grass.std(0).mean() > 4
+
+
+def test_global_mode_changes_every_class_colour():
+    means = {m: [] for m in range(3)}
+    for i in range(300):
+        s = scenes.render(i)
+        means[s.global_mode].append(s.image[s.label == scenes.GRASS].mean() if (s.label == scenes.GRASS).any()
+                                    else np.nan)
+    day, night = np.nanmean(means[0]), np.nanmean(means[2])
+    assert day > 2 * night
+
+
+def _within(count, n, p, sigmas=4.0):
+    return abs(count - n * p) <= sigmas * math.sqrt(n * p * (1 - p)) + 1
+
+
+def test_mode_frequencies_match_stated_probabilities():
+    n = 2000
+    global_counts = np.zeros(3, int)
+    object_counts = {c: np.zeros(len(scenes.COLOUR_MODES[c][0]), int) for c in scenes.THING_CLASSES}
+    for i in range(n):
+        s = scenes.render(i, height=32, width=32)
+        global_counts[s.global_mode] += 1
+        for o in s.objects:
+            object_counts[o.class_id][o.colour_mode] += 1
+    for k, p in enumerate(scenes.GLOBAL_MODE_PROBS):
+        assert _within(global_counts[k], n, p), (k, global_counts)
+    for c, counts in object_counts.items():
+        total = counts.sum()
+        assert total > 500
+        for k, p in enumerate(scenes.COLOUR_MODES[c][1]):
+            assert _within(counts[k], total, p), (scenes.CLASSES[c], k, counts)
+    cars = object_counts[scenes.CAR]
+    assert cars[scenes.RARE_CAR_MODE] > 0
+    assert 0.015 < cars[scenes.RARE_CAR_MODE] / cars.sum() < 0.045
+
+
+def test_splits_are_disjoint_index_ranges():
+    splits = scenes.SceneSplits(num_train=100, num_val=10)
+    assert set(splits.indices("train")).isdisjoint(splits.indices("validation"))
+    assert list(scenes.SceneSplits(num_train=5000, num_val=10).indices("validation")) == \
+        list(splits.indices("validation"))
+    with pytest.raises(ValueError, match="test"):
+        splits.indices("test")
+
+
+@pytest.mark.parametrize("label_format", ["index", "palette"])
+def test_write_folder_round_trips_through_the_custom_reader(tmp_path, label_format):
+    scenes.main(["--out", str(tmp_path), "--num", "4", "--height", "32", "--width", "48",
+                 "--label-format", label_format, "--split", "validation"])
+    examples = folders.list_examples(str(tmp_path))
+    assert len(examples) == 4 and all(e.instance for e in examples)
+    table = labels.scenes()
+    modes = [json.loads(line) for line in open(tmp_path / "modes.jsonl")]
+    for example, mode in zip(examples, modes):
+        s = scenes.render(mode["index"], height=32, width=48)
+        np.testing.assert_array_equal(labels.read_label(example.label, table, label_format), s.label)
+        np.testing.assert_array_equal(labels.read_index(example.instance), s.instance)
+        assert mode["global_mode"] == s.global_mode
+        assert [o["colour_mode"] for o in mode["objects"]] == [o.colour_mode for o in s.objects]
