@@ -382,7 +382,7 @@ def validate(paths: Iterable[str], table: ClassTable, encoding: str = "index") -
                 raw = read_index(path)
                 values, counts = np.unique(raw, return_counts=True)
                 report.ids_per_file[path] = values.tolist()
-                table.remap(values, path)  # Raises with the out-of-range values named.
+                table.remap(raw, path)  # Raises with the out-of-range values and their pixel count.
                 ids = table.raw_to_id[values]
             else:
                 labels = read_palette(path, table)

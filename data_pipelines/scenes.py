@@ -140,10 +140,12 @@ class _Canvas:
         self.colour = np.zeros((height, width, 3), np.float32)
 
     def rows(self, y0: float, y1: float) -> slice:
-        return slice(max(0, int(np.floor(y0 * self.h))), min(self.h, int(np.ceil(y1 * self.h)) + 1))
+        start = min(max(0, int(np.floor(y0 * self.h))), self.h)
+        return slice(start, max(start, min(self.h, int(np.ceil(y1 * self.h)) + 1)))
 
     def cols(self, x0: float, x1: float) -> slice:
-        return slice(max(0, int(np.floor(x0 * self.h))), min(self.w, int(np.ceil(x1 * self.h)) + 1))
+        start = min(max(0, int(np.floor(x0 * self.h))), self.w)
+        return slice(start, max(start, min(self.w, int(np.ceil(x1 * self.h)) + 1)))
 
     def paint(self, rs: slice, cs: slice, mask: np.ndarray, class_id: int, colour, instance_id=None):
         """Paints `colour` (broadcastable to the window) where `mask` holds inside rows rs, cols cs."""

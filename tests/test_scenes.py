@@ -94,7 +94,7 @@ def test_mode_frequencies_match_stated_probabilities():
     global_counts = np.zeros(3, int)
     object_counts = {c: np.zeros(len(scenes.COLOUR_MODES[c][0]), int) for c in scenes.THING_CLASSES}
     for i in range(n):
-        s = scenes.render(i, height=32, width=32)
+        s = scenes.render(i)  # The default 64x64, which the demo and configs use.
         global_counts[s.global_mode] += 1
         for o in s.objects:
             object_counts[o.class_id][o.colour_mode] += 1

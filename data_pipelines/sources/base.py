@@ -35,12 +35,13 @@ def list_files(directory: str, what: str, *, suffix: str | Sequence[str] = IMAGE
     """Sorted files under `directory` ending with `suffix`; an empty or missing directory is an error."""
     require_dir(directory, what)
     suffixes = (suffix,) if isinstance(suffix, str) else tuple(suffix)
+    lowered = tuple(s.lower() for s in suffixes)  # Case-insensitive: '_labelIds.png' matches as written.
     found = []
     if recursive:
         for root, _dirs, files in os.walk(directory):
-            found += [os.path.join(root, f) for f in files if f.lower().endswith(suffixes)]
+            found += [os.path.join(root, f) for f in files if f.lower().endswith(lowered)]
     else:
-        found = [os.path.join(directory, f) for f in os.listdir(directory) if f.lower().endswith(suffixes)]
+        found = [os.path.join(directory, f) for f in os.listdir(directory) if f.lower().endswith(lowered)]
     if not found:
         raise DatasetError(f"{what}: no files ending in {'/'.join(suffixes)} in {directory}.")
     return sorted(found)
