@@ -297,12 +297,15 @@ def get_table(name: str) -> ClassTable:
 
 def _open(path: str):
     from PIL import Image
+    image = None
     try:
         image = Image.open(path)
         image.load()
     except FileNotFoundError:
         raise
     except Exception as e:  # PIL raises several types for truncated or foreign files.
+        if image is not None:
+            image.close()  # A failed load() leaves the file open.
         raise LabelError(f"{path}: cannot decode image ({type(e).__name__}: {e}).") from e
     return image
 

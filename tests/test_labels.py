@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -34,8 +36,14 @@ def _save_paletted(path, indices: np.ndarray) -> str:
     return path
 
 
+def _mode(path: str) -> str:
+    with Image.open(path) as image:
+        return image.mode
+
+
 def _truncate(path: str) -> str:
-    data = open(path, "rb").read()
+    with open(path, "rb") as f:
+        data = f.read()
     with open(path, "wb") as f:
         f.write(data[: len(data) // 2])
     return path
@@ -140,20 +148,20 @@ def test_read_index_8bit_paletted_and_16bit(tmp_path):
     ids = _noisy((16, 32), np.arange(0, 200), seed=1).astype(np.uint8)
 
     grey = _save(tmp_path / "grey.png", ids)
-    assert Image.open(grey).mode == "L"
+    assert _mode(grey) == "L"
     got = L.read_index(grey)
     assert got.dtype == np.uint8
     np.testing.assert_array_equal(got, ids)
 
     paletted = _save_paletted(tmp_path / "paletted.png", ids)
-    assert Image.open(paletted).mode == "P"
+    assert _mode(paletted) == "P"
     got = L.read_index(paletted)  # Raw indices, never the palette's colours.
     assert got.dtype == np.uint8 and got.shape == (16, 32)
     np.testing.assert_array_equal(got, ids)
 
     wide = ids.astype(np.uint16) * 200 + 7  # Up to 39807: needs all 16 bits' range beyond 255.
     deep = _save(tmp_path / "deep.png", wide)
-    assert Image.open(deep).mode.startswith("I")
+    assert _mode(deep).startswith("I")
     got = L.read_index(deep)
     assert got.dtype.kind == "i" and got.dtype.itemsize >= 4
     np.testing.assert_array_equal(got, wide.astype(np.int64))
@@ -270,6 +278,19 @@ def test_truncated_png_is_a_label_error_naming_the_file(tmp_path):
         L.read_index(str(junk))
     with pytest.raises(FileNotFoundError):
         L.read_index(str(tmp_path / "missing.png"))
+
+
+def test_failed_decode_closes_the_file(tmp_path):
+    path = _truncate(_save(tmp_path / "cut.png", _noisy((64, 64), np.arange(12), seed=5).astype(np.uint8)))
+    gc.collect()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            with pytest.raises(L.LabelError):
+                L.read_index(path)
+        gc.collect()
+    leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert not leaks, leaks
 
 
 # --- validator ------------------------------------------------------------------------------------------------

@@ -46,7 +46,8 @@ def _noisy_image(h=64, w=64, seed=0) -> np.ndarray:
 
 
 def _truncate(path: str) -> str:
-    data = open(path, "rb").read()
+    with open(path, "rb") as f:
+        data = f.read()
     with open(path, "wb") as f:
         f.write(data[: len(data) // 2])
     return path
@@ -335,7 +336,8 @@ def test_custom_folders_palette_labels(tmp_path):
         assert ex["label"].dtype == np.uint8
 
     bad = tmp_path / "labels" / "frame_1.png"
-    rgb = np.asarray(Image.open(bad)).copy()
+    with Image.open(bad) as image:
+        rgb = np.asarray(image).copy()
     rgb[3, 3] = (1, 2, 3)
     _write(bad, rgb)
     with pytest.raises(DatasetError, match=re.escape(str(bad)) + r": colour\(s\) \(1, 2, 3\) are not in the "
