@@ -1,0 +1,76 @@
+"""Convolution and linear layers with SPADE's initialisation and PyTorch-semantics spectral norm.
+
+Spectral norm follows `torch.nn.utils.spectral_norm`: the kernel is viewed as W[out, in*kh*kw] (torch's
+OIHW flattening), `u` and `v` are kept as state (collection `spectral`), a training forward runs one power
+iteration on the detached kernel and stores the new vectors, and an eval forward uses the stored vectors
+as they are. sigma = u . (W v) carries the gradient through W only. This is what makes converted
+`weight_orig`/`weight_u`/`weight_v` checkpoints reproduce the official outputs.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def spade_init(gain: float = 0.02):
+    """`init.xavier_normal_(w, gain)`, the init of every conv and linear layer in the SPADE family."""
+    return nn.initializers.variance_scaling(gain * gain, "fan_avg", "normal")
+
+
+def _normalize(v: jnp.ndarray, eps: float = 1e-12) -> jnp.ndarray:
+    return v / jnp.maximum(jnp.linalg.norm(v), eps)
+
+
+def spectral_normalize(module: nn.Module, kernel: jnp.ndarray, update_stats: bool) -> jnp.ndarray:
+    """kernel[kh, kw, in, out] / sigma, with u, v as the calling module's `spectral` variables."""
+    out = kernel.shape[-1]
+    w = jnp.transpose(kernel, (3, 2, 0, 1)).reshape(out, -1)  # torch's weight.view(out, -1)
+    u = module.variable("spectral", "u",
+                        lambda: _normalize(jax.random.normal(module.make_rng("params"), (w.shape[0],))))
+    v = module.variable("spectral", "v",
+                        lambda: _normalize(jax.random.normal(module.make_rng("params"), (w.shape[1],))))
+    u_vec, v_vec = u.value, v.value
+    if update_stats and not module.is_initializing():
+        w_const = jax.lax.stop_gradient(w)
+        v_vec = _normalize(w_const.T @ u_vec)
+        u_vec = _normalize(w_const @ v_vec)
+        u.value, v.value = u_vec, v_vec
+    sigma = jnp.dot(jax.lax.stop_gradient(u_vec), w @ jax.lax.stop_gradient(v_vec))
+    return kernel / sigma
+
+
+class Conv(nn.Module):
+    """2-D convolution, NHWC, with torch's symmetric zero padding (default kernel_size // 2)."""
+
+    features: int
+    kernel_size: int = 3
+    strides: int = 1
+    padding: int | None = None
+    use_bias: bool = True
+    spectral: bool = False
+    kernel_init: nn.initializers.Initializer = spade_init()
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, *, update_stats: bool = False) -> jnp.ndarray:
+        k = self.kernel_size
+        kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features))
+        if self.spectral:
+            kernel = spectral_normalize(self, kernel, update_stats)
+        p = k // 2 if self.padding is None else self.padding
+        y = jax.lax.conv_general_dilated(x, kernel.astype(x.dtype), (self.strides, self.strides),
+                                         [(p, p), (p, p)], dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(x.dtype)
+        return y
+
+
+class Dense(nn.Module):
+    """Linear layer with SPADE's init (kernel stored [in, out], the transpose of torch's weight)."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        return nn.Dense(self.features, kernel_init=spade_init(), name="linear")(x)

@@ -1,0 +1,113 @@
+"""GAN, feature-matching, perceptual (VGG) and KL losses of the SPADE family, as pure jax.numpy functions.
+
+Discriminator outputs follow SPADE's multiscale convention: a list over scales, each a list of intermediate
+feature maps whose LAST element is the prediction map. Every loss is computed in float32 and returns a scalar;
+the lambda factors (lambda_feat, lambda_vgg, lambda_kld) are left to the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+GAN_MODES = ("hinge", "ls", "original", "w")
+FEATURE_MATCHING_MODES = ("spade", "pix2pixhd")
+
+
+def _f32(x) -> jnp.ndarray:
+    return jnp.asarray(x).astype(jnp.float32)
+
+
+def _predictions(outputs) -> list:
+    """One array, a list of per-scale arrays, or a list of per-scale lists -> the list of prediction maps."""
+    if isinstance(outputs, (list, tuple)):
+        if not outputs:
+            raise ValueError("gan_loss got an empty list of discriminator outputs")
+        return [o[-1] if isinstance(o, (list, tuple)) else o for o in outputs]
+    return [outputs]
+
+
+def _single_gan_loss(x: jnp.ndarray, target_is_real: bool, for_discriminator: bool, mode: str) -> jnp.ndarray:
+    x = _f32(x)
+    if mode == "hinge":
+        if for_discriminator:
+            if target_is_real:
+                return -jnp.mean(jnp.minimum(x - 1.0, 0.0))
+            return -jnp.mean(jnp.minimum(-x - 1.0, 0.0))
+        if not target_is_real:
+            raise ValueError("the hinge generator loss needs target_is_real=True")
+        return -jnp.mean(x)
+    if mode == "ls":
+        target = 1.0 if target_is_real else 0.0
+        return jnp.mean(jnp.square(x - target))
+    if mode == "original":
+        target = 1.0 if target_is_real else 0.0
+        # BCE with logits: log(1 + exp(x)) - target * x, written stably with logaddexp.
+        return jnp.mean(jnp.logaddexp(0.0, x) - target * x)
+    if mode == "w":
+        return -jnp.mean(x) if target_is_real else jnp.mean(x)
+    raise ValueError(f"unknown gan mode {mode!r}; expected one of {GAN_MODES}")
+
+
+def gan_loss(outputs, *, target_is_real: bool, for_discriminator: bool, mode: str = "hinge") -> jnp.ndarray:
+    """SPADE's GANLoss: the loss of each scale's prediction (last output), averaged over scales.
+
+    Modes: `hinge` (D real -mean(min(x-1,0)), D fake -mean(min(-x-1,0)), G -mean(x) with target_is_real=True),
+    `ls` (MSE to 1 or 0), `original` (BCE with logits against 1 or 0), `w` (real -mean(x), fake mean(x)).
+    """
+    if mode not in GAN_MODES:
+        raise ValueError(f"unknown gan mode {mode!r}; expected one of {GAN_MODES}")
+    preds = _predictions(outputs)
+    total = sum(_single_gan_loss(p, target_is_real, for_discriminator, mode) for p in preds)
+    return total / len(preds)
+
+
+def feature_matching(fake_outputs, real_outputs, *, mode: str = "spade",
+                     n_layers_D: int | None = None) -> jnp.ndarray:
+    """L1 between D's intermediate outputs for fake and real (real detached); the prediction is skipped.
+
+    `spade`: each term is weighted 1/num_D. `pix2pixhd`: additionally 4/(n_layers_D+1). Returns the sum;
+    the caller multiplies by lambda_feat.
+    """
+    if mode not in FEATURE_MATCHING_MODES:
+        raise ValueError(f"unknown feature matching mode {mode!r}; expected one of {FEATURE_MATCHING_MODES}")
+    if mode == "pix2pixhd" and n_layers_D is None:
+        raise ValueError("feature_matching(mode='pix2pixhd') needs n_layers_D")
+    if len(fake_outputs) != len(real_outputs):
+        raise ValueError(f"fake has {len(fake_outputs)} scales but real has {len(real_outputs)}")
+    num_d = len(fake_outputs)
+    weight = 1.0 / num_d
+    if mode == "pix2pixhd":
+        weight *= 4.0 / (n_layers_D + 1)
+    total = jnp.zeros((), jnp.float32)
+    for fake_scale, real_scale in zip(fake_outputs, real_outputs):
+        if len(fake_scale) != len(real_scale):
+            raise ValueError(f"a scale has {len(fake_scale)} fake outputs but {len(real_scale)} real ones")
+        for fake, real in zip(fake_scale[:-1], real_scale[:-1]):
+            diff = _f32(fake) - jax.lax.stop_gradient(_f32(real))
+            total = total + weight * jnp.mean(jnp.abs(diff))
+    return total
+
+
+def perceptual_loss(features_fake: dict, features_real: dict, *,
+                    layers: Sequence[str] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
+                    weights: Sequence[float] = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)) -> jnp.ndarray:
+    """SPADE's VGGLoss on precomputed features: sum of weight * mean|f_fake - sg(f_real)|.
+
+    The caller runs VGG on the fake and the real separately and multiplies the result by lambda_vgg.
+    """
+    if len(layers) != len(weights):
+        raise ValueError(f"{len(layers)} layers but {len(weights)} weights")
+    total = jnp.zeros((), jnp.float32)
+    for name, w in zip(layers, weights):
+        diff = _f32(features_fake[name]) - jax.lax.stop_gradient(_f32(features_real[name]))
+        total = total + w * jnp.mean(jnp.abs(diff))
+    return total
+
+
+def kl_divergence(mu: jnp.ndarray, logvar: jnp.ndarray) -> jnp.ndarray:
+    """KL(N(mu, exp(logvar)) || N(0, 1)) SUMMED over batch and dimensions, as the official code does."""
+    mu, logvar = _f32(mu), _f32(logvar)
+    return -0.5 * jnp.sum(1.0 + logvar - jnp.square(mu) - jnp.exp(logvar))

@@ -1,0 +1,116 @@
+"""SPADE generator (Park et al., 2019), as the official `SPADEGenerator`.
+
+    z or downsampled layout -> fc -> head_0 -> up -> G_middle_0 -> [up] -> G_middle_1
+        -> up -> up_0 -> up -> up_1 -> up -> up_2 -> up -> up_3 -> [up -> up_4] -> lrelu -> conv_img -> tanh
+
+Each block is a SPADE residual block conditioned on the full-resolution layout; spectral norm wraps the
+blocks' convs only (not fc, conv_img or the SPADE MLPs), as in the official code.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from synth.layers import Conv, Dense, SPADE, nearest_resize, upsample_nearest_2x
+
+NUM_UPSAMPLING = {"normal": 5, "more": 6, "most": 7}
+
+
+def lrelu(x):
+    return nn.leaky_relu(x, 0.2)
+
+
+def latent_size(height: int, width: int, num_upsampling_layers: str) -> tuple[int, int]:
+    """(sh, sw) of the first feature map; the output must be exactly (sh, sw) * 2**num_up."""
+    if num_upsampling_layers not in NUM_UPSAMPLING:
+        raise ValueError(f"num_upsampling_layers must be one of {sorted(NUM_UPSAMPLING)}, "
+                         f"got {num_upsampling_layers!r}.")
+    n = NUM_UPSAMPLING[num_upsampling_layers]
+    sw = width // 2 ** n
+    sh = round(sw / (width / height)) if sw else 0
+    if sw == 0 or sh == 0 or (sh * 2 ** n, sw * 2 ** n) != (height, width):
+        raise ValueError(f"Output size {height}x{width} does not fit {num_upsampling_layers!r} upsampling "
+                         f"({n} doublings): height and width must be multiples of {2 ** n} "
+                         f"with a whole latent grid.")
+    return sh, sw
+
+
+class SPADEResnetBlock(nn.Module):
+    fout: int
+    spectral: bool = True
+    norm: str = "batch"
+    spade_hidden: int = 128
+    spade_kernel: int = 3
+
+    @nn.compact
+    def __call__(self, x, seg, *, use_running_average: bool, update_stats: bool):
+        fin = x.shape[-1]
+        fmiddle = min(fin, self.fout)
+        spade = lambda name: SPADE(self.norm, self.spade_hidden, self.spade_kernel, name=name)  # noqa: E731
+        kw = dict(use_running_average=use_running_average, update_stats=update_stats)
+        if fin != self.fout:
+            x_s = Conv(self.fout, 1, use_bias=False, spectral=self.spectral, name="conv_s")(
+                spade("norm_s")(x, seg, **kw), update_stats=update_stats)
+        else:
+            x_s = x
+        dx = Conv(fmiddle, 3, spectral=self.spectral, name="conv_0")(
+            lrelu(spade("norm_0")(x, seg, **kw)), update_stats=update_stats)
+        dx = Conv(self.fout, 3, spectral=self.spectral, name="conv_1")(
+            lrelu(spade("norm_1")(dx, seg, **kw)), update_stats=update_stats)
+        return x_s + dx
+
+
+class SPADEGenerator(nn.Module):
+    height: int
+    width: int
+    ngf: int = 64
+    num_upsampling_layers: str = "normal"
+    use_vae: bool = False
+    z_dim: int = 256
+    spectral: bool = True
+    norm: str = "batch"
+    spade_hidden: int = 128
+    spade_kernel: int = 3
+    output_nc: int = 3
+
+    @nn.compact
+    def __call__(self, seg: jnp.ndarray, z: jnp.ndarray | None = None, *, train: bool,
+                 bn_stats: str = "running") -> jnp.ndarray:
+        """seg float[B,H,W,semantic_nc] -> image [B,H,W,3] in [-1, 1].
+
+        `train` updates BatchNorm running statistics and spectral-norm vectors. At inference
+        `bn_stats='running'` uses the running statistics (torch `.eval()`), 'batch' the batch's own.
+        """
+        if seg.shape[1:3] != (self.height, self.width):
+            raise ValueError(f"Layout is {seg.shape[1]}x{seg.shape[2]} but the generator was built for "
+                             f"{self.height}x{self.width}.")
+        nf, n_up = self.ngf, NUM_UPSAMPLING[self.num_upsampling_layers]
+        sh, sw = latent_size(self.height, self.width, self.num_upsampling_layers)
+        kw = dict(use_running_average=not train and bn_stats == "running", update_stats=train)
+        block = lambda fout, name: SPADEResnetBlock(  # noqa: E731
+            fout, self.spectral, self.norm, self.spade_hidden, self.spade_kernel, name=name)
+
+        if self.use_vae:
+            if z is None:
+                raise ValueError("A VAE generator needs z (sample it or encode a style image).")
+            x = Dense(16 * nf * sh * sw, name="fc")(z)
+            # torch views the vector as NCHW; keep its order so converted weights line up.
+            x = x.reshape(-1, 16 * nf, sh, sw).transpose(0, 2, 3, 1)
+        else:
+            x = Conv(16 * nf, 3, name="fc")(nearest_resize(seg, (sh, sw)))
+
+        x = block(16 * nf, "head_0")(x, seg, **kw)
+        x = upsample_nearest_2x(x)
+        x = block(16 * nf, "G_middle_0")(x, seg, **kw)
+        if n_up >= 6:
+            x = upsample_nearest_2x(x)
+        x = block(16 * nf, "G_middle_1")(x, seg, **kw)
+        for i, fout in enumerate((8 * nf, 4 * nf, 2 * nf, nf)):
+            x = upsample_nearest_2x(x)
+            x = block(fout, f"up_{i}")(x, seg, **kw)
+        if n_up == 7:
+            x = upsample_nearest_2x(x)
+            x = block(nf // 2, "up_4")(x, seg, **kw)
+        x = Conv(self.output_nc, 3, name="conv_img")(lrelu(x))
+        return jnp.tanh(x)
