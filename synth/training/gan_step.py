@@ -30,7 +30,7 @@ def make_semantics(spec) -> Callable[[dict], jnp.ndarray]:
 
 
 def _global_norm(tree) -> jnp.ndarray:
-    return optax.global_norm(tree)
+    return optax.tree.norm(tree)
 
 
 def make_gan_step(system: System, config, spec, tx_g, tx_d, schedules: tuple, feature_net=None):
@@ -130,6 +130,8 @@ def make_gan_step(system: System, config, spec, tx_g, tx_d, schedules: tuple, fe
                                           state["g"]["params"])
         metrics = {"g_total": g_total, "d_total": d_total, **g_terms, **d_terms, **logits,
                    "g_grad_norm": _global_norm(g_grads), "d_grad_norm": _global_norm(d_grads),
+                   # Checked by the loop: a non-finite update must never reach a checkpoint.
+                   "g_param_norm": _global_norm(params), "d_param_norm": _global_norm(state["d"]["params"]),
                    "lr_g": schedules[0](state["step"]), "lr_d": schedules[1](state["step"])}
         state["step"] = state["step"] + 1
         return state, metrics

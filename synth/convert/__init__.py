@@ -1,0 +1,1 @@
+"""Converters from other frameworks' checkpoints (official PyTorch SPADE state dicts) to our variables."""

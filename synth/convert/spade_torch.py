@@ -1,0 +1,226 @@
+"""Official SPADE (NVlabs, PyTorch) state dicts -> our Flax variables.
+
+State dicts are plain `{key: np.ndarray}` dicts, so converting needs no torch; `load_pth` reads a `.pth` file
+into one (and imports torch only then). Each function builds our network with `synth.models.build`, takes the
+tree of its variables with `jax.eval_shape` (nothing is initialised), derives for every leaf the official key
+it comes from, and fills it:
+
+* conv kernels OIHW -> HWIO; with spectral norm the raw kernel is `weight_orig` and the buffers
+  `weight_u` (len out) / `weight_v` (len in*kh*kw) go to the `spectral` collection as `u` / `v` unchanged
+  (our spectral norm uses torch's OIHW flattening, so no permutation is needed);
+* linear weights [out, in] -> [in, out]; the VAE generator's `fc` and the encoder's `fc_mu` / `fc_var` need
+  no row/column permutation because our models reshape/flatten in torch's NCHW order;
+* SPADE's param-free BatchNorm `running_mean` / `running_var` -> `batch_stats` `mean` / `var`
+  (`num_batches_tracked` is ignored).
+
+Every key of the state dict must be used and every leaf filled with the right shape; otherwise a ValueError
+lists the missing keys, the unused keys and the shape mismatches together.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from synth import models
+
+IGNORED_SUFFIXES = ("num_batches_tracked",)
+
+_LEAF_NAMES = {"bias": "bias", "u": "weight_u", "v": "weight_v", "mean": "running_mean", "var": "running_var"}
+
+
+def load_pth(path) -> dict[str, np.ndarray]:
+    """Read an official `latest_net_G.pth` (a state dict) as `{key: float32/int ndarray}`.
+
+    A `module.` prefix (checkpoints saved from `DataParallel`) is stripped when every key has it.
+    """
+    try:
+        import torch
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("Reading .pth checkpoints needs PyTorch: `pip install torch` (the CPU wheel is "
+                          "enough), or pass a state dict of numpy arrays to the converters.") from e
+    obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{path} does not hold a state dict (got {type(obj).__name__}).")
+    out = {k: v.detach().cpu().numpy() for k, v in obj.items() if hasattr(v, "detach")}
+    if out and all(k.startswith("module.") for k in out):
+        out = {k[len("module."):]: v for k, v in out.items()}
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- key mapping
+
+def _module_key(names: tuple[str, ...], module_map: Callable[[tuple[str, ...]], list[str]]) -> str:
+    return ".".join(module_map(names))
+
+
+def _generator_modules(names: tuple[str, ...]) -> list[str]:
+    out = []
+    for n in names:
+        if n == "linear":  # our Dense wrapper's inner nn.Dense: torch's nn.Linear is the module itself
+            continue
+        out.append("mlp_shared.0" if n == "mlp_shared" else n)
+    return out
+
+
+def _encoder_modules(names: tuple[str, ...]) -> list[str]:
+    out = []
+    for n in names:
+        if n == "linear":
+            continue
+        # layerN = Sequential(spectral conv, InstanceNorm2d)
+        out.append(f"{n}.0" if re.fullmatch(r"layer\d+", n) else n)
+    return out
+
+
+def _discriminator_modules(model) -> Callable[[tuple[str, ...]], list[str]]:
+    d = model
+    normed = d.norm != "none"
+
+    def module_map(names):
+        out = []
+        for n in names:
+            m = re.fullmatch(r"model(\d+)", n)
+            if m:
+                i = int(m.group(1))
+                # model0 / model{n_layers} = Sequential(conv[, LeakyReLU]); the others
+                # Sequential(norm_layer(conv), LeakyReLU) with norm_layer(conv) = Sequential(conv, IN) when
+                # normalised, else the (spectral) conv itself.
+                out.append(f"{n}.0.0" if 0 < i < d.n_layers and normed else f"{n}.0")
+            else:
+                out.append(n)
+        return out
+
+    return module_map
+
+
+def _torch_layout(flax_shape: tuple[int, ...], leaf: str) -> tuple[int, ...]:
+    if leaf == "kernel" and len(flax_shape) == 4:
+        h, w, i, o = flax_shape
+        return (o, i, h, w)
+    if leaf == "kernel" and len(flax_shape) == 2:
+        return tuple(reversed(flax_shape))
+    return tuple(flax_shape)
+
+
+def _from_torch(array: np.ndarray, leaf: str) -> np.ndarray:
+    if leaf == "kernel" and array.ndim == 4:
+        return np.transpose(array, (2, 3, 1, 0))
+    if leaf == "kernel" and array.ndim == 2:
+        return array.T
+    return array
+
+
+def _paths(tree, prefix=()):
+    for k, v in tree.items():
+        if isinstance(v, Mapping):
+            yield from _paths(v, prefix + (k,))
+        else:
+            yield prefix + (k,), v
+
+
+def _set(tree: dict, path: tuple[str, ...], value) -> None:
+    for k in path[:-1]:
+        tree = tree.setdefault(k, {})
+    tree[path[-1]] = value
+
+
+def convert(state_dict: Mapping[str, Any], shapes: Mapping[str, Any],
+            module_map: Callable[[tuple[str, ...]], list[str]], what: str = "network") -> dict:
+    """Fill a variable tree shaped like `shapes` (from `jax.eval_shape(model.init, ...)`) from `state_dict`."""
+    spectral_modules = {path[:-1] for path, _ in _paths(dict(shapes.get("spectral", {})))}
+    wanted: dict[str, tuple[str, tuple[str, ...], Any]] = {}
+    for collection, tree in shapes.items():
+        for path, leaf in _paths(dict(tree)):
+            *modules, name = path
+            modules = tuple(modules)
+            if name == "kernel":
+                torch_leaf = "weight_orig" if modules in spectral_modules else "weight"
+            elif name in _LEAF_NAMES:
+                torch_leaf = _LEAF_NAMES[name]
+            else:
+                raise ValueError(f"No official key is known for our variable {collection}/{'/'.join(path)}.")
+            key = ".".join([*module_map(modules), torch_leaf])
+            if key in wanted:
+                raise ValueError(f"Two of our variables map to the same key {key!r}.")
+            wanted[key] = (collection, path, leaf)
+
+    given = {k for k in state_dict if not k.endswith(IGNORED_SUFFIXES)}
+    missing = sorted(set(wanted) - given)
+    unused = sorted(given - set(wanted))
+    mismatched = []
+    out: dict = {}
+    for key, (collection, path, leaf) in wanted.items():
+        if key not in state_dict:
+            continue
+        array = np.asarray(state_dict[key])
+        expected = _torch_layout(tuple(leaf.shape), path[-1])
+        if tuple(array.shape) != expected:
+            mismatched.append(f"{key}: checkpoint {tuple(array.shape)}, expected {expected} "
+                              f"(ours {collection}/{'/'.join(path)} {tuple(leaf.shape)})")
+            continue
+        _set(out.setdefault(collection, {}), path,
+             jnp.asarray(_from_torch(array, path[-1]), dtype=leaf.dtype))
+    if missing or unused or mismatched:
+        lines = [f"The state dict does not fit our {what}:"]
+        if missing:
+            lines.append(f"  missing keys ({len(missing)}): {', '.join(missing)}")
+        if unused:
+            lines.append(f"  unused keys ({len(unused)}): {', '.join(unused)}")
+        if mismatched:
+            lines.append(f"  shape mismatches ({len(mismatched)}):")
+            lines.extend(f"    {m}" for m in mismatched)
+        raise ValueError("\n".join(lines))
+    for collection in shapes:  # keep collections that exist but are empty
+        out.setdefault(collection, {})
+    return out
+
+
+def _shape(state_dict, key: str, what: str) -> tuple[int, ...]:
+    if key not in state_dict:
+        raise ValueError(f"The state dict has no {key!r}; is it a {what} state dict?")
+    return tuple(np.shape(state_dict[key]))
+
+
+# ------------------------------------------------------------------------------------------------ public API
+
+def generator_variables(state_dict: Mapping[str, Any], model_config, height: int, width: int) -> dict:
+    """Official `SPADEGenerator` state dict -> {"params", "batch_stats", "spectral"} of our generator
+    built by `synth.models.build(model_config, height, width)` (semantic_nc is read from the state dict)."""
+    system = models.build(model_config, height, width)
+    semantic_nc = _shape(state_dict, "head_0.norm_0.mlp_shared.0.weight", "SPADEGenerator")[1]
+    seg = jax.ShapeDtypeStruct((1, height, width, semantic_nc), jnp.float32)
+    z = jax.ShapeDtypeStruct((1, model_config.z_dim), jnp.float32) if model_config.use_vae else None
+    shapes = jax.eval_shape(
+        lambda s, zz: system.generator.init({"params": jax.random.key(0)}, s, zz, train=False), seg, z)
+    return convert(state_dict, shapes, _generator_modules, "generator")
+
+
+def discriminator_variables(state_dict: Mapping[str, Any], model_config, height: int, width: int) -> dict:
+    """Official `MultiscaleDiscriminator` state dict -> {"params", "spectral"} of our discriminator
+    (input channels = semantic_nc + 3, read from the state dict)."""
+    system = models.build(model_config, height, width)
+    input_nc = _shape(state_dict, "discriminator_0.model0.0.weight", "MultiscaleDiscriminator")[1]
+    x = jax.ShapeDtypeStruct((1, height, width, input_nc), jnp.float32)
+    shapes = jax.eval_shape(
+        lambda xx: system.discriminator.init({"params": jax.random.key(0)}, xx, train=False), x)
+    return convert(state_dict, shapes, _discriminator_modules(system.discriminator), "discriminator")
+
+
+def encoder_variables(state_dict: Mapping[str, Any], model_config, height: int, width: int) -> dict:
+    """Official `ConvEncoder` state dict -> {"params", "spectral"} of our encoder (needs use_vae)."""
+    if not model_config.use_vae:
+        raise ValueError("The model config has use_vae=False, so it has no encoder.")
+    system = models.build(model_config, height, width)
+    x = jax.ShapeDtypeStruct((1, height, width, 3), jnp.float32)
+    shapes = jax.eval_shape(lambda xx: system.encoder.init({"params": jax.random.key(0)}, xx, train=False), x)
+    return convert(state_dict, shapes, _encoder_modules, "encoder")
+
+
+__all__ = ["convert", "discriminator_variables", "encoder_variables", "generator_variables", "load_pth"]

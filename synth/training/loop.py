@@ -1,0 +1,212 @@
+"""`train_and_evaluate(config, workdir)`: the training loop shared by every GAN system.
+
+Mesh -> data -> model and state (restored when the workdir holds a checkpoint) -> jitted step over global
+batches -> CLU scalars, image grids, progress and ETA -> Orbax checkpoints (periodic, final, on SIGTERM)
+-> class-colour error of the first and last model on validation layouts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+
+import jax
+import numpy as np
+
+from data_pipelines import pipeline, sources
+from synth import models
+from synth.metrics.colour import ClassColourAccumulator
+from synth.training import checkpoint, gan_step, optimizers, sharding
+from synth.training import state as state_lib
+
+log = logging.getLogger("synth")
+MODEL_KEYS = ("image", "label", "instance")
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite; the last good checkpoint is left in place."""
+
+
+def image_size(data) -> tuple[int, int]:
+    if data.name == "scenes":
+        return int(data.scenes.height), int(data.scenes.width)
+    size = sources.preprocess_of(data).output_size()
+    if size is None:
+        raise ValueError("preprocess.mode 'none' needs same-sized files; set a resize mode for "
+                         f"{data.name} so that the model's size is known.")
+    return size
+
+
+def _feature_net(config):
+    if not config.loss.lambda_vgg:
+        return None, None
+    from synth.pretrained.vgg import VGG19, random_vgg19_params
+    if config.loss.get("vgg", "random") != "random":
+        raise ValueError(f"config.loss.vgg={config.loss.vgg!r}: only 'random' is available until pretrained "
+                         "weights can be converted.")
+    log.warning("!" * 78 + "\nPERCEPTUAL LOSS USES A RANDOMLY INITIALISED VGG-19, NOT THE PRETRAINED NETWORK OF "
+                "THE PAPER.\n" + "!" * 78)
+    return VGG19(), random_vgg19_params(jax.random.key(1234))
+
+
+def _grid(label_rgb, real, fake) -> np.ndarray:
+    to_u8 = lambda x: np.round((np.asarray(x) + 1) * 127.5).clip(0, 255).astype(np.uint8)  # noqa: E731
+    rows = [np.concatenate([l, to_u8(r), to_u8(f)], 1) for l, r, f in zip(label_rgb, real, fake)]
+    return np.concatenate(rows, 0)
+
+
+class Trainer:
+    """Everything one run needs, built once; `run()` trains, `evaluate()` scores a state."""
+
+    def __init__(self, config, workdir: str, mesh=None):
+        self.config, self.workdir = config, workdir
+        self.mesh = sharding.make_mesh() if mesh is None else mesh
+        sharding.check_batch_size(config.train.batch_size, self.mesh)
+        self.spec = sources.dataset_spec(config.data)
+        self.height, self.width = image_size(config.data)
+        self.system = models.build(config.model, self.height, self.width)
+        self.tx_g = optimizers.adam(config.optim, config.train, "g")
+        self.tx_d = optimizers.adam(config.optim, config.train, "d")
+        schedules = tuple(optimizers.schedule(lr, config.train.num_steps, config.train.decay_start_step)
+                          for lr in (config.optim.lr_g, config.optim.lr_d))
+        self.feature_net, self.feature_params = _feature_net(config)
+        self.replicated = sharding.replicated(self.mesh)
+        init = lambda rng: state_lib.init_state(  # noqa: E731
+            self.system, self.tx_g, self.tx_d, rng, batch_size=1, height=self.height, width=self.width,
+            semantic_nc=self.spec.semantic_nc, z_dim=config.model.z_dim, ema=config.train.ema_decay > 0)
+        self._init = init
+        self.abstract_state = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.replicated),
+            jax.eval_shape(init, jax.random.key(0)))
+        step = gan_step.make_gan_step(self.system, config, self.spec, self.tx_g, self.tx_d, schedules,
+                                      self.feature_net)
+        self.step = jax.jit(step, donate_argnums=(0,), out_shardings=(self.replicated, self.replicated))
+        self._generate = jax.jit(lambda state, batch, key: gan_step.generate(
+            self.system, state, batch, self.spec, key=key))
+        self.checkpointer = checkpoint.Checkpointer(
+            os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints,
+            every_steps=config.train.checkpoint_every)
+
+    def initial_state(self) -> dict:
+        """Restores the latest checkpoint of the workdir, or initialises from `train.seed`."""
+        if self.checkpointer.latest_step() is not None:
+            state = self.checkpointer.restore(self.abstract_state, config=self.config)
+            log.info("Resumed from step %d in %s.", int(state["step"]), self.checkpointer.directory)
+            return state
+        # Init runs once: compile it at -O0, which halves its (PRNG-dominated) compile time.
+        rng = jax.random.key(self.config.train.seed)
+        init = jax.jit(self._init, out_shardings=self.replicated).lower(rng).compile(
+            compiler_options={"xla_backend_optimization_level": 0})
+        return init(rng)
+
+    def global_batch(self, batch: dict) -> dict:
+        return sharding.to_global({k: batch[k] for k in MODEL_KEYS if k in batch}, self.mesh)
+
+    def eval_batches(self):
+        source = sources.get_source(self.config.data, "validation")
+        batches = pipeline.eval_dataset(source, sources.preprocess_of(self.config.data),
+                                        self.config.train.batch_size)
+        for i, batch in enumerate(batches):
+            if i >= self.config.train.eval_batches:
+                return
+            yield batch
+
+    def evaluate(self, state) -> dict:
+        """Class-colour error of eval-mode samples on the first `train.eval_batches` validation batches."""
+        acc = ClassColourAccumulator(self.spec.table.num_classes)
+        key = jax.random.key(self.config.train.seed + 1)
+        for i, batch in enumerate(self.eval_batches()):
+            fake = self._generate(state, self.global_batch(batch), jax.random.fold_in(key, i))
+            acc.add(np.asarray(fake), batch["image"], batch["label"], batch["mask"])
+        return {"class_colour_error": acc.result()}
+
+    def sample_grid(self, state, batch) -> np.ndarray:
+        fake = self._generate(state, self.global_batch(batch), jax.random.key(self.config.train.seed + 2))
+        return _grid(self.spec.table.colourise(batch["label"]), batch["image"], fake)
+
+    def run(self, stop_at: int | None = None) -> dict:
+        """Trains to `train.num_steps` (or stops early at `stop_at`, saving as a preemption would)."""
+        from clu import metric_writers, parameter_overview, periodic_actions
+        from PIL import Image
+
+        config, train = self.config, self.config.train
+        os.makedirs(self.workdir, exist_ok=True)
+        writer = metric_writers.create_default_writer(self.workdir, just_logging=jax.process_index() > 0)
+        state = self.initial_state()
+        start = int(state["step"])
+        if start == 0:
+            writer.write_hparams({k: str(v) for k, v in config.to_dict().items()})
+            for name in ("g", "d", "e"):
+                if name in state:
+                    parameter_overview.log_parameter_overview(state[name]["params"], msg=f"{name} parameters")
+        summary = {"start_step": start}
+        sample_batch = next(iter(self.eval_batches()))
+        samples_dir = os.path.join(self.workdir, "samples")
+        os.makedirs(samples_dir, exist_ok=True)
+        if start == 0:
+            summary["step_0"] = self.evaluate(state)
+            log.info("step 0: %s", summary["step_0"])
+
+        train_iter = iter(pipeline.train_dataset(
+            sources.get_source(config.data, "train"), sources.preprocess_of(config.data), train.batch_size,
+            seed=train.seed, start_step=start))
+        progress = periodic_actions.ReportProgress(num_train_steps=train.num_steps, writer=writer,
+                                                   every_steps=train.log_every)
+        history: dict[str, list] = {}
+        wait_time, began, step = 0.0, time.time(), start
+        with metric_writers.ensure_flushes(writer), checkpoint.PreemptionGuard() as guard:
+            while step < train.num_steps:
+                t0 = time.perf_counter()
+                batch = self.global_batch(next(train_iter))
+                wait_time += time.perf_counter() - t0
+                with jax.profiler.StepTraceAnnotation("train", step_num=step):
+                    state, metrics = self.step(state, batch, self.feature_params)
+                metrics = jax.device_get(metrics)
+                bad = sorted(k for k, v in metrics.items() if not np.isfinite(v))
+                if bad:
+                    self.checkpointer.wait()
+                    raise TrainingDiverged(
+                        f"Training diverged at step {step + 1}: {', '.join(bad)} became non-finite. The last "
+                        f"good checkpoint is step {self.checkpointer.latest_step()} in "
+                        f"{self.checkpointer.directory}; lower the learning rates or check the data.")
+                step += 1
+                for k, v in metrics.items():
+                    history.setdefault(k, []).append(float(v))
+                progress(step)
+                if step % train.log_every == 0 or step == train.num_steps:
+                    scalars = {k: float(np.mean(v[-train.log_every:])) for k, v in history.items()}
+                    scalars["data_wait_s"] = wait_time / train.log_every
+                    writer.write_scalars(step, scalars)
+                    wait_time = 0.0
+                if step % train.image_every == 0 or step == train.num_steps:
+                    grid = self.sample_grid(state, sample_batch)
+                    writer.write_images(step, {"label_real_fake": grid[None]})
+                    Image.fromarray(grid).save(os.path.join(samples_dir, f"step_{step:07d}.png"))
+                self.checkpointer.save(step, state, config=config, dataset=self.spec)
+                out_of_time = train.get("max_seconds", 0) and time.time() - began > train.max_seconds
+                if guard.requested() or out_of_time or step == stop_at:
+                    log.warning("Stopping at step %d (%s).", step, "preemption" if not out_of_time else
+                                "train.max_seconds reached")
+                    break
+            self.checkpointer.save(step, state, config=config, dataset=self.spec, force=True)
+            self.checkpointer.wait()
+        summary.update({"final_step": step, "train_seconds": round(time.time() - began, 1),
+                        "final": self.evaluate(state),
+                        "losses_last_log": {k: float(np.mean(v[-train.log_every:])) for k, v in history.items()}})
+        grid = self.sample_grid(state, sample_batch)
+        Image.fromarray(grid).save(os.path.join(self.workdir, "samples.png"))
+        if self.feature_net is not None:
+            summary["note"] = "perceptual loss used a randomly initialised VGG-19, not the paper's pretrained one"
+        with open(os.path.join(self.workdir, "train_summary.json"), "w") as f:
+            json.dump(summary, f, indent=1)
+        return {"state": state, **summary}
+
+
+def train_and_evaluate(config, workdir: str, *, stop_at: int | None = None) -> dict:
+    trainer = Trainer(config, workdir)
+    try:
+        return trainer.run(stop_at)
+    finally:
+        trainer.checkpointer.close()

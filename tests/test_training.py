@@ -1,0 +1,119 @@
+"""The GAN trainer on the tiny scenes config: exact resume, 8 devices = 1 device, divergence, config lock."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from configs import scenes_spade
+from synth.training import checkpoint, loop, sharding
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny(**train):
+    config = scenes_spade.get_config("tiny")
+    config.train.update(image_every=1000, **train)
+    return config
+
+
+def assert_trees_equal(a, b, rel_to_leaf_max=None, floor=1e-6):
+    """Exact, or |x - y| <= rel_to_leaf_max * max|x| per leaf (float error scales with the tensor)."""
+    flat_a, flat_b = jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b)
+    assert len(flat_a) == len(flat_b)
+    for (path, x), y in zip(flat_a, flat_b):
+        x, y = np.asarray(x), np.asarray(y)
+        if rel_to_leaf_max is None:
+            np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
+        else:
+            atol = rel_to_leaf_max * float(np.abs(x).max()) + floor
+            np.testing.assert_allclose(x, y, rtol=0, atol=atol, err_msg=jax.tree_util.keystr(path))
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("straight"))
+    return workdir, loop.train_and_evaluate(tiny(), workdir)
+
+
+def test_training_writes_checkpoints_samples_and_a_summary(straight_run):
+    workdir, result = straight_run
+    assert result["final_step"] == 4 and int(result["state"]["step"]) == 4
+    assert os.path.exists(os.path.join(workdir, "samples.png"))
+    summary = json.load(open(os.path.join(workdir, "train_summary.json")))
+    assert np.isfinite(summary["final"]["class_colour_error"])
+    assert np.isfinite(summary["step_0"]["class_colour_error"])
+    meta = checkpoint.read_metadata(os.path.join(workdir, "checkpoints"))
+    assert meta["step"] == 4 and meta["dataset"]["name"] == "scenes"
+    assert meta["config"]["model"]["ngf"] == 4
+
+
+def test_stop_and_resume_equals_straight_training(straight_run, tmp_path):
+    _, straight = straight_run
+    workdir = str(tmp_path)
+    first = loop.train_and_evaluate(tiny(), workdir, stop_at=2)
+    assert first["final_step"] == 2
+    resumed = loop.train_and_evaluate(tiny(), workdir)
+    assert resumed["start_step"] == 2 and resumed["final_step"] == 4
+    assert_trees_equal(resumed["state"], straight["state"])
+
+
+def test_resuming_with_another_model_config_is_refused(straight_run, tmp_path):
+    workdir, _ = straight_run
+    config = tiny()
+    config.model.ngf = 8
+    with pytest.raises(checkpoint.CheckpointMismatchError, match="model.ngf"):
+        loop.Trainer(config, workdir).initial_state()
+
+
+def test_one_step_on_eight_devices_equals_one_device(tmp_path):
+    config = tiny()
+    # Adam's first step is lr * g / (|g| + eps): with a tiny eps it is sign(g), which flips for gradients
+    # near zero under a different reduction order. A larger eps keeps the update a smooth function of g.
+    config.optim.eps = 1e-2
+    states, all_metrics = [], []
+    for i, mesh in enumerate([sharding.make_mesh(jax.devices()[:1]), sharding.make_mesh()]):
+        trainer = loop.Trainer(config, str(tmp_path / str(i)), mesh=mesh)
+        state = trainer.initial_state()
+        batch = next(iter(trainer.eval_batches()))
+        state, metrics = trainer.step(state, trainer.global_batch(batch), trainer.feature_params)
+        states.append(jax.device_get(state))
+        all_metrics.append(jax.device_get(metrics))
+        trainer.checkpointer.close()
+    assert_trees_equal(all_metrics[0], all_metrics[1], rel_to_leaf_max=1e-3)
+    opt = ("opt_g", "opt_d")
+    assert_trees_equal({k: v for k, v in states[0].items() if k not in opt},
+                       {k: v for k, v in states[1].items() if k not in opt}, rel_to_leaf_max=5e-3)
+    # Adam's moments hold raw gradients, where the batch norm's mean subtraction cancels large terms (the
+    # gradient of a bias feeding a BatchNorm is exactly zero in exact arithmetic): compare them loosely.
+    assert_trees_equal({k: states[0][k] for k in opt}, {k: states[1][k] for k in opt},
+                       rel_to_leaf_max=5e-3, floor=1e-4)
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    trainer = loop.Trainer(tiny(checkpoint_every=1), str(tmp_path))
+    step = trainer.step
+
+    def poisoned(state, batch, feature_params):
+        new_state, metrics = step(state, batch, feature_params)
+        if int(new_state["step"]) == 3:
+            metrics = {**metrics, "g_total": np.float32(np.nan)}
+        return new_state, metrics
+
+    trainer.step = poisoned
+    with pytest.raises(loop.TrainingDiverged, match="step 3: g_total .* last good checkpoint is step 2"):
+        trainer.run()
+    trainer.checkpointer.close()
+    assert checkpoint.read_metadata(str(tmp_path / "checkpoints"))["step"] == 2
+
+
+def test_a_misspelled_override_fails_with_the_field_name(tmp_path):
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--config",
+                          os.path.join(ROOT, "configs/scenes_spade.py:tiny"), "--workdir", str(tmp_path),
+                          "--config.train.num_stepz=3"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode != 0
+    assert "num_stepz" in out.stderr

@@ -1,0 +1,39 @@
+"""Train a synthesis model: python train.py --config configs/<x>.py --workdir DIR [--config.field=value].
+
+The config is locked: a misspelled override fails with the field's name. A workdir that already holds a
+checkpoint resumes exactly where it stopped.
+"""
+
+import logging
+import os
+
+from absl import app, flags
+from ml_collections import config_flags
+
+config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py[:arg]).", lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples.")
+flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host runs).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    del argv
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import jax
+
+    if flags.FLAGS.distributed:
+        jax.distributed.initialize()
+    jax.config.update("jax_compilation_cache_dir", os.path.expanduser("~/.cache/synth-jax"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    logging.getLogger("synth").setLevel(logging.INFO)
+    # Orbax logs every file operation at INFO; keep the console for training progress.
+    logging.getLogger("absl").addFilter(lambda r: "/orbax/" not in r.pathname or r.levelno >= logging.WARNING)
+    from synth.training.loop import train_and_evaluate
+
+    summary = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+    summary.pop("state")
+    logging.info("done: %s", summary)
+
+
+if __name__ == "__main__":
+    app.run(main)
