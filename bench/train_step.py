@@ -1,0 +1,168 @@
+"""SPADE training-step throughput, printed as JSON: ours (official step order and the reuse-fake variant)
+and, given a checkout of NVlabs/SPADE and a Python with torch, the official PyTorch trainer side by side.
+
+Settings (the issue's): tiny = 64x64, 12 classes, ngf 32, ndf 32, batch 8, num_D 2, n_layers_D 3, VGG on;
+large = 256x256, 35 classes, ngf 64, ndf 64, batch 1, n_layers_D 4.
+
+Usage: python bench/train_step.py [--settings tiny,large] [--steps 5]
+                                  [--spade-root DIR --torch-python PYTHON]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import ml_collections as mlc  # noqa: E402
+import numpy as np  # noqa: E402
+
+from configs.common import spade_model  # noqa: E402
+from data_pipelines import labels  # noqa: E402
+from data_pipelines.sources import DatasetSpec  # noqa: E402
+from synth import models  # noqa: E402
+from synth.pretrained.vgg import VGG19, random_vgg19_params  # noqa: E402
+from synth.training import gan_step, optimizers  # noqa: E402
+from synth.training import state as state_lib  # noqa: E402
+
+SETTINGS = {
+    "tiny": dict(size=64, classes=12, ngf=32, ndf=32, batch=8, n_layers_D=3),
+    "large": dict(size=256, classes=35, ngf=64, ndf=64, batch=1, n_layers_D=4),
+}
+
+
+def config_for(s: dict, reuse_fake: bool) -> mlc.ConfigDict:
+    c = mlc.ConfigDict()
+    c.model = spade_model(ngf=s["ngf"], ndf=s["ndf"], n_layers_D=s["n_layers_D"])
+    c.train = mlc.ConfigDict(dict(num_steps=1000, decay_start_step=1000, ema_decay=0.0,
+                                  reuse_fake_for_d=reuse_fake))
+    c.optim = mlc.ConfigDict(dict(lr_g=1e-4, lr_d=4e-4, b1=0.0, b2=0.9))
+    c.loss = mlc.ConfigDict(dict(gan_mode="hinge", lambda_feat=10.0, feat_mode="spade", lambda_vgg=10.0,
+                                 lambda_kld=0.05))
+    return c
+
+
+def time_ours(s: dict, reuse_fake: bool, steps: int) -> dict:
+    config = config_for(s, reuse_fake)
+    spec = DatasetSpec("bench", labels.custom(s["classes"]), use_instance=False)
+    size, batch = s["size"], s["batch"]
+    system = models.build(config.model, size, size)
+    tx_g, tx_d = optimizers.adam(config.optim, config.train, "g"), optimizers.adam(config.optim, config.train, "d")
+    schedules = (optimizers.schedule(1e-4, 1000, 1000),) * 2
+    state = jax.jit(lambda r: state_lib.init_state(
+        system, tx_g, tx_d, r, batch_size=1, height=size, width=size, semantic_nc=spec.semantic_nc,
+        z_dim=256, ema=False))(jax.random.key(0))
+    step = jax.jit(gan_step.make_gan_step(system, config, spec, tx_g, tx_d, schedules, VGG19()),
+                   donate_argnums=(0,))
+    rng = np.random.default_rng(0)
+    data = {"label": jnp.asarray(rng.integers(0, s["classes"], (batch, size, size)), jnp.int32),
+            "image": jnp.asarray(rng.uniform(-1, 1, (batch, size, size, 3)), jnp.float32)}
+    vgg = random_vgg19_params(jax.random.key(1))
+    t0 = time.perf_counter()
+    compiled = step.lower(state, data, vgg).compile()
+    compile_s = time.perf_counter() - t0
+    flops = (compiled.cost_analysis() or {}).get("flops", float("nan"))
+    memory = compiled.memory_analysis()
+    state, _ = compiled(state, data, vgg)  # Warm-up.
+    jax.block_until_ready(state)
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        state, metrics = compiled(state, data, vgg)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - t0)
+    median = statistics.median(times)
+    return {"median_step_s": round(median, 3), "images_per_s": round(batch / median, 3),
+            "gflop_per_step": round(flops / 1e9, 1), "achieved_gflop_per_s": round(flops / 1e9 / median, 1),
+            "compile_s": round(compile_s, 1),
+            "xla_temp_mib": round(getattr(memory, "temp_size_in_bytes", 0) / 2 ** 20, 1) if memory else None}
+
+
+OFFICIAL_DRIVER = r'''
+import json, sys, time, statistics, types
+sys.argv = [sys.argv[0]] + sys.argv[1:]
+import torch
+torch.set_num_threads(2)
+spade_root, size, classes, ngf, ndf, batch, n_layers_D, steps = sys.argv[1], *map(int, sys.argv[2:9])
+sys.path.insert(0, spade_root)
+# torchvision's pretrained VGG would download: build it with random weights instead.
+import torchvision.models as tvm
+_vgg19 = tvm.vgg19
+tvm.vgg19 = lambda pretrained=False, **kw: _vgg19(weights=None)
+from options.train_options import TrainOptions
+sys.argv = ["train.py", "--name", "bench", "--dataset_mode", "custom", "--label_nc", str(classes),
+            "--no_instance", "--crop_size", str(size), "--load_size", str(size), "--aspect_ratio", "1",
+            "--ngf", str(ngf), "--ndf", str(ndf), "--batchSize", str(batch), "--num_D", "2",
+            "--n_layers_D", str(n_layers_D), "--gpu_ids", "-1", "--checkpoints_dir", "/tmp/spade_bench_ckpt",
+            "--label_dir", "/tmp", "--image_dir", "/tmp"]
+opt = TrainOptions().parse()
+from trainers.pix2pix_trainer import Pix2PixTrainer
+trainer = Pix2PixTrainer(opt)
+data = {"label": torch.randint(0, classes, (batch, 1, size, size)).float(),
+        "instance": torch.zeros(batch), "image": torch.rand(batch, 3, size, size) * 2 - 1, "path": [""] * batch}
+def one():
+    trainer.run_generator_one_step(data)
+    trainer.run_discriminator_one_step(data)
+one()
+times = []
+for _ in range(steps):
+    t0 = time.perf_counter(); one(); times.append(time.perf_counter() - t0)
+m = statistics.median(times)
+t0 = time.perf_counter()
+with torch.no_grad():
+    trainer.pix2pix_model(data, mode="inference")
+fwd = time.perf_counter() - t0
+print(json.dumps({"median_step_s": round(m, 3), "images_per_s": round(batch / m, 3),
+                  "generator_forward_s": round(fwd, 3)}))
+'''
+
+
+def time_official(s: dict, steps: int, spade_root: str, torch_python: str) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        driver = os.path.join(tmp, "official_driver.py")
+        with open(driver, "w") as f:
+            f.write(OFFICIAL_DRIVER)
+        args = [torch_python, driver, spade_root] + [str(s[k]) for k in ("size", "classes", "ngf", "ndf", "batch",
+                                                                           "n_layers_D")] + [str(steps)]
+        out = subprocess.run(args, capture_output=True, text=True, cwd=spade_root, timeout=3000)
+    if out.returncode:
+        return {"error": out.stderr[-2000:]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--settings", default="tiny,large")
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--spade-root", default=None)
+    parser.add_argument("--torch-python", default=None)
+    args = parser.parse_args()
+    result = {"devices": [str(d) for d in jax.devices()], "cpus": os.cpu_count()}
+    for name in args.settings.split(","):
+        s = SETTINGS[name]
+        entry = {"setting": s, "ours_official_order": time_ours(s, False, args.steps),
+                 "ours_reuse_fake_for_d": time_ours(s, True, args.steps)}
+        if args.spade_root and args.torch_python:
+            entry["official_pytorch"] = time_official(s, args.steps, args.spade_root, args.torch_python)
+            off = entry["official_pytorch"].get("images_per_s")
+            if off:
+                for k in ("ours_official_order", "ours_reuse_fake_for_d"):
+                    entry[k]["speedup_vs_official"] = round(entry[k]["images_per_s"] / off, 2)
+        result[name] = entry
+    result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""The SPADE paper's training settings, shared by the three dataset configs.
+
+Batch 32 on 8 GPUs with synchronized BatchNorm (here: BatchNorm over the global batch on the mesh), TTUR
+(G 1e-4, D 4e-4), Adam betas (0, 0.9), hinge loss, lambda_feat = lambda_vgg = 10, constant learning rate for
+half the epochs then linear decay to zero. Epoch counts follow the paper (200 for Cityscapes and ADE20K,
+100 for COCO-Stuff); steps = epochs * floor(train images / batch), as torch's drop_last loader gives.
+"""
+
+import dataclasses
+
+import ml_collections as mlc
+
+from data_pipelines.sources import PRESETS
+
+BATCH_SIZE = 32
+
+
+def paper_config(*, name: str, root: str, train_images: int, epochs: int, model: mlc.ConfigDict,
+                 use_vae: bool) -> mlc.ConfigDict:
+    steps_per_epoch = train_images // BATCH_SIZE
+    config = mlc.ConfigDict()
+    model.use_vae = use_vae
+    config.model = model
+    config.data = mlc.ConfigDict(dict(name=name, root=root, use_instance=PRESETS[name]["use_instance"],
+                                      preprocess=dataclasses.asdict(PRESETS[name]["preprocess"])))
+    config.train = mlc.ConfigDict(dict(
+        batch_size=BATCH_SIZE, num_steps=epochs * steps_per_epoch,
+        decay_start_step=(epochs // 2) * steps_per_epoch, seed=0, max_seconds=0.0,
+        log_every=100, image_every=2000, checkpoint_every=5000, keep_checkpoints=3,
+        ema_decay=0.0, reuse_fake_for_d=False, eval_batches=16))
+    config.optim = mlc.ConfigDict(dict(lr_g=1e-4, lr_d=4e-4, b1=0.0, b2=0.9))
+    config.loss = mlc.ConfigDict(dict(gan_mode="hinge", lambda_feat=10.0, feat_mode="spade", lambda_vgg=10.0,
+                                      vgg="random", lambda_kld=0.05))
+    return config
+
+
+def parse_arg(arg: str | None) -> dict:
+    """'vae' -> use_vae True; 'root=/data/x' -> data root. Comma separated."""
+    out = {"use_vae": False, "root": ""}
+    for part in filter(None, (arg or "").split(",")):
+        if part == "vae":
+            out["use_vae"] = True
+        elif part.startswith("root="):
+            out["root"] = part[len("root="):]
+        else:
+            raise ValueError(f"Unknown config argument {part!r}; expected 'vae' or 'root=PATH'.")
+    return out

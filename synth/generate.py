@@ -1,0 +1,103 @@
+"""The public inference API: a model from a checkpoint directory alone, images from label maps.
+
+    model = synth.generate.load("runs/scenes/checkpoints")
+    images = synth.generate.generate(model, "my_layout.png", rng=jax.random.key(0))  # uint8 [B,H,W,3]
+
+Label maps may be int arrays of class ids ([H,W] or [B,H,W]), index PNGs or palette PNGs (decoded with the
+class table stored in the checkpoint). A map of another size is resized (nearest) to the model's size and
+the images are resized back (bilinear), so any input size works.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import ml_collections as mlc
+import numpy as np
+
+from data_pipelines import labels as labels_lib
+from data_pipelines.sources import DatasetSpec
+from synth import models
+from synth.layers import bilinear_resize, nearest_resize
+from synth.training import checkpoint, gan_step, optimizers
+from synth.training import state as state_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    system: models.System
+    state: dict
+    spec: DatasetSpec
+    config: mlc.ConfigDict
+    height: int
+    width: int
+    step: int
+
+
+def load(checkpoint_dir: str, *, step: int | None = None) -> Model:
+    """Loads the generator (and encoder) of a training checkpoint; no config or flags needed."""
+    from synth.training.loop import image_size
+
+    meta = checkpoint.read_metadata(checkpoint_dir, step)
+    config = mlc.ConfigDict(meta["config"])
+    spec = DatasetSpec.from_summary(meta["dataset"])
+    height, width = image_size(config.data)
+    system = models.build(config.model, height, width)
+    tx_g, tx_d = optimizers.adam(config.optim, config.train, "g"), optimizers.adam(config.optim, config.train, "d")
+    abstract = jax.eval_shape(lambda r: state_lib.init_state(
+        system, tx_g, tx_d, r, batch_size=1, height=height, width=width, semantic_nc=spec.semantic_nc,
+        z_dim=config.model.z_dim, ema=config.train.ema_decay > 0), jax.random.key(0))
+    with checkpoint.Checkpointer(checkpoint_dir, keep=None, async_save=False) as ckpt:
+        state = ckpt.restore(abstract, step=meta["step"])
+    keep = {k: state[k] for k in ("g", "e", "ema_g") if k in state}
+    return Model(system, keep, spec, config, height, width, int(meta["step"]))
+
+
+def _as_ids(label_map, spec: DatasetSpec) -> np.ndarray:
+    if isinstance(label_map, str):
+        return labels_lib.read_label(label_map, spec.table, spec.label_encoding)[None]
+    ids = np.asarray(label_map)
+    if ids.ndim == 2:
+        ids = ids[None]
+    if ids.ndim != 3 or ids.dtype.kind not in "iu":
+        raise ValueError(f"label_map must be an int array [H,W] or [B,H,W], got {ids.dtype}{list(ids.shape)}.")
+    t = spec.table
+    bad = (ids >= t.num_classes) & (ids != t.ignore_id) | (ids < 0)
+    if bad.any():
+        raise ValueError(f"label_map holds id(s) {sorted(set(np.unique(ids[bad]).tolist()))[:10]} outside "
+                         f"0..{t.num_classes - 1} (ignore id {t.ignore_id}).")
+    return ids
+
+
+def generate(model: Model | str, label_map, *, instance=None, z=None, rng=None, use_ema: bool = True,
+             bn_stats: str = "running") -> np.ndarray:
+    """uint8 [B,H,W,3] images for label maps, at the label maps' own size.
+
+    `instance`: instance-id maps for models with the edge channel; without them, the label map stands in
+    (edges then follow class boundaries only). `z`: style codes [B, z_dim] for VAE models, else drawn from
+    N(0, 1) with `rng`.
+    """
+    if isinstance(model, str):
+        model = load(model)
+    ids = _as_ids(label_map, model.spec)
+    size = ids.shape[1:]
+    inst = ids if instance is None else np.asarray(instance).reshape(ids.shape)
+    batch = {"label": jnp.asarray(ids, jnp.int32), "instance": jnp.asarray(inst, jnp.int32)}
+    target = (model.height, model.width)
+    batch = {k: nearest_resize(v[..., None], target)[..., 0] for k, v in batch.items()}
+    state = dict(model.state)
+    if not use_ema:
+        state.pop("ema_g", None)
+    seg = gan_step.make_semantics(model.spec)(batch)
+    params = state.get("ema_g", state["g"]["params"])
+    if model.system.encoder is not None and z is None:
+        if rng is None:
+            raise ValueError("This model samples a style code: pass rng (or z).")
+        z = jax.random.normal(rng, (ids.shape[0], model.config.model.z_dim))
+    images = model.system.generator.apply(
+        {"params": params, "batch_stats": state["g"]["batch_stats"], "spectral": state["g"]["spectral"]},
+        seg, z, train=False, bn_stats=bn_stats)
+    images = bilinear_resize(images, size)
+    return np.asarray(jnp.round((jnp.clip(images, -1, 1) + 1) * 127.5)).astype(np.uint8)
