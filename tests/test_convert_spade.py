@@ -21,17 +21,16 @@ def cfg(**kw):
     return spade_model(**base)
 
 
-def randomize(variables, seed):
-    """Every leaf random (biases and running stats are zeros/ones after init); running vars positive."""
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(variables)
-    keys = jax.random.split(jax.random.key(seed), len(leaves))
-    out = []
-    for (path, leaf), k in zip(leaves, keys):
-        x = jax.random.normal(k, leaf.shape, leaf.dtype)
-        if path[-1].key == "var":
-            x = jnp.abs(x) + 0.5
-        out.append(x)
-    return jax.tree_util.tree_unflatten(treedef, out)
+def random_variables(init, seed):
+    """Random values in the shapes of our variables (no init run); running variances positive."""
+    shapes = jax.eval_shape(init)
+    rng = np.random.default_rng(seed)
+
+    def fill(path, leaf):
+        x = rng.standard_normal(leaf.shape).astype(leaf.dtype)
+        return np.abs(x) + 0.5 if path[-1].key == "var" else x
+
+    return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
 # ------------------------------------------------------------------ the inverse mapping, written out by hand
@@ -118,8 +117,7 @@ def generator_setup(use_vae, seed=0):
     gen = models.build(m, H, W).generator
     seg = jax.nn.one_hot(jax.random.randint(jax.random.key(1), (2, H, W), 0, SEMANTIC_NC), SEMANTIC_NC)
     z = jax.random.normal(jax.random.key(2), (2, m.z_dim)) if use_vae else None
-    init = jax.jit(lambda s, zz: gen.init({"params": jax.random.key(seed)}, s, zz, train=False))
-    variables = randomize(init(seg, z), seed + 10)
+    variables = random_variables(lambda: gen.init({"params": jax.random.key(0)}, seg, z, train=False), seed)
     return m, gen, seg, z, variables
 
 
@@ -138,11 +136,11 @@ def test_discriminator_and_encoder_round_trips_are_exact():
     m = cfg(use_vae=True, num_D=2, n_layers_D=4)
     system = models.build(m, H, W)
     x = jnp.zeros((1, H, W, SEMANTIC_NC + 3))
-    d_vars = randomize(system.discriminator.init({"params": jax.random.key(3)}, x, train=False), 4)
+    key = {"params": jax.random.key(0)}
+    d_vars = random_variables(lambda: system.discriminator.init(key, x, train=False), 4)
     assert_same_tree(spade_torch.discriminator_variables(discriminator_state_dict(d_vars, 2, 4), m, H, W),
                      d_vars)
-    e_vars = randomize(system.encoder.init({"params": jax.random.key(5)}, jnp.zeros((1, H, W, 3)),
-                                           train=False), 6)
+    e_vars = random_variables(lambda: system.encoder.init(key, jnp.zeros((1, H, W, 3)), train=False), 6)
     n_layers = 2  # encoder_input_size 16 -> two stride-2 convs down to 4x4
     assert_same_tree(spade_torch.encoder_variables(encoder_state_dict(e_vars, n_layers), m, H, W), e_vars)
 

@@ -133,7 +133,7 @@ def _set(tree: dict, path: tuple[str, ...], value) -> None:
 
 def convert(state_dict: Mapping[str, Any], shapes: Mapping[str, Any],
             module_map: Callable[[tuple[str, ...]], list[str]], what: str = "network") -> dict:
-    """Fill a variable tree shaped like `shapes` (from `jax.eval_shape(model.init, ...)`) from `state_dict`."""
+    """Fill a variable tree shaped like `shapes` (`jax.eval_shape` of a model's init) from `state_dict`."""
     spectral_modules = {path[:-1] for path, _ in _paths(dict(shapes.get("spectral", {})))}
     wanted: dict[str, tuple[str, tuple[str, ...], Any]] = {}
     for collection, tree in shapes.items():
