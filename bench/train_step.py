@@ -90,41 +90,94 @@ def time_ours(s: dict, reuse_fake: bool, steps: int) -> dict:
 
 
 OFFICIAL_DRIVER = r'''
-import json, sys, time, statistics, types
-sys.argv = [sys.argv[0]] + sys.argv[1:]
+import json, os, pickle, statistics, sys, time, types
 import torch
+import torch.nn as nn
 torch.set_num_threads(2)
-spade_root, size, classes, ngf, ndf, batch, n_layers_D, steps = sys.argv[1], *map(int, sys.argv[2:9])
+# SPADE's VGG loss calls .cuda() unconditionally; on a CPU-only machine it must be a no-op.
+torch.nn.Module.cuda = lambda self, *a, **k: self
+torch.Tensor.cuda = lambda self, *a, **k: self
+spade_root = sys.argv[1]
+size, classes, ngf, ndf, batch, n_layers_D, steps = map(int, sys.argv[2:9])
+
+
+def stub(name):
+    m = types.ModuleType(name)
+    sys.modules[name] = m
+    return m
+
+
+def vgg19(pretrained=False, **kw):
+    # torchvision's layout (features.0 ... features.35), random weights: nothing may download here.
+    layers, cin = [], 3
+    for v in [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
+              512, 512, 512, 512, "M"]:
+        if v == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            layers += [nn.Conv2d(cin, v, 3, padding=1), nn.ReLU(inplace=True)]
+            cin = v
+    return types.SimpleNamespace(features=nn.Sequential(*layers))
+
+
+try:
+    import torchvision  # noqa: F401
+    import torchvision.models as tvm
+    tvm.vgg19 = vgg19
+except ImportError:
+    tv = stub("torchvision")
+    tv.transforms = stub("torchvision.transforms")
+    tv.models = stub("torchvision.models")
+    tv.models.vgg19 = vgg19
+try:
+    import PIL.Image  # noqa: F401
+except ImportError:
+    class _Anything:
+        def __getattr__(self, name):
+            return 0
+    stub("PIL").Image = sys.modules["PIL.Image"] = _Anything()
+try:
+    import dill  # noqa: F401
+except ImportError:
+    sys.modules["dill"] = pickle
 sys.path.insert(0, spade_root)
-# torchvision's pretrained VGG would download: build it with random weights instead.
-import torchvision.models as tvm
-_vgg19 = tvm.vgg19
-tvm.vgg19 = lambda pretrained=False, **kw: _vgg19(weights=None)
-from options.train_options import TrainOptions
+from options.train_options import TrainOptions  # noqa: E402
 sys.argv = ["train.py", "--name", "bench", "--dataset_mode", "custom", "--label_nc", str(classes),
             "--no_instance", "--crop_size", str(size), "--load_size", str(size), "--aspect_ratio", "1",
             "--ngf", str(ngf), "--ndf", str(ndf), "--batchSize", str(batch), "--num_D", "2",
             "--n_layers_D", str(n_layers_D), "--gpu_ids", "-1", "--checkpoints_dir", "/tmp/spade_bench_ckpt",
-            "--label_dir", "/tmp", "--image_dir", "/tmp"]
+            "--label_dir", ".", "--image_dir", "."]
+stdout, sys.stdout = sys.stdout, sys.stderr  # the option printout
 opt = TrainOptions().parse()
-from trainers.pix2pix_trainer import Pix2PixTrainer
+from trainers.pix2pix_trainer import Pix2PixTrainer  # noqa: E402
 trainer = Pix2PixTrainer(opt)
+sys.stdout = stdout
 data = {"label": torch.randint(0, classes, (batch, 1, size, size)).float(),
         "instance": torch.zeros(batch), "image": torch.rand(batch, 3, size, size) * 2 - 1, "path": [""] * batch}
+
+
 def one():
     trainer.run_generator_one_step(data)
     trainer.run_discriminator_one_step(data)
+
+
 one()
 times = []
 for _ in range(steps):
-    t0 = time.perf_counter(); one(); times.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    one()
+    times.append(time.perf_counter() - t0)
 m = statistics.median(times)
-t0 = time.perf_counter()
+fwd = []
 with torch.no_grad():
-    trainer.pix2pix_model(data, mode="inference")
-fwd = time.perf_counter() - t0
+    for _ in range(3):
+        t0 = time.perf_counter()
+        trainer.pix2pix_model(data, mode="inference")
+        fwd.append(time.perf_counter() - t0)
+import resource
 print(json.dumps({"median_step_s": round(m, 3), "images_per_s": round(batch / m, 3),
-                  "generator_forward_s": round(fwd, 3)}))
+                  "generator_forward_s": round(statistics.median(fwd), 3),
+                  "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
 '''
 
 

@@ -144,3 +144,12 @@ def test_spectral_norm_follows_torch_power_iteration():
         _, state = layer.apply({**variables, **state}, x, update_stats=True, mutable=["spectral"])
     s = np.asarray(state["spectral"]["u"]) @ w @ np.asarray(state["spectral"]["v"])
     np.testing.assert_allclose(s, np.linalg.svd(w, compute_uv=False)[0], rtol=1e-4)
+
+
+def test_avg_pool_matches_a_direct_computation_at_odd_sizes():
+    x = np.random.default_rng(0).normal(size=(1, 7, 5, 2)).astype(np.float32)
+    out = np.asarray(resample.avg_pool_exclude_pad(jnp.asarray(x)))
+    for i in range(out.shape[1]):
+        for j in range(out.shape[2]):
+            window = x[0, max(2 * i - 1, 0):2 * i + 2, max(2 * j - 1, 0):2 * j + 2]
+            np.testing.assert_allclose(out[0, i, j], window.mean((0, 1)), rtol=1e-5)

@@ -58,8 +58,15 @@ def bilinear_resize(x: jnp.ndarray, size: tuple[int, int]) -> jnp.ndarray:
 def avg_pool_exclude_pad(x: jnp.ndarray, window: int = 3, stride: int = 2, padding: int = 1) -> jnp.ndarray:
     """`F.avg_pool2d(x, window, stride, padding, count_include_pad=False)` on NHWC."""
     pad = ((0, 0), (padding, padding), (padding, padding), (0, 0))
-    dims, strides = (1, window, window, 1), (1, stride, stride, 1)
-    total = jax.lax.reduce_window(x, 0.0, jax.lax.add, dims, strides, pad)
-    ones = jnp.ones((1, *x.shape[1:3], 1), x.dtype)
-    count = jax.lax.reduce_window(ones, 0.0, jax.lax.add, dims, strides, pad)
-    return total / count
+    total = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, window, window, 1), (1, stride, stride, 1), pad)
+    return total / _window_counts(x.shape[1], x.shape[2], window, stride, padding).astype(x.dtype)
+
+
+def _window_counts(h: int, w: int, window: int, stride: int, padding: int) -> np.ndarray:
+    """Real (unpadded) pixels under each pooling window, computed at trace time (XLA would otherwise
+    constant-fold a reduce_window over ones, slowly, at large sizes)."""
+    def counts(n):
+        starts = np.arange(0, n + 2 * padding - window + 1, stride) - padding
+        return np.minimum(starts + window, n) - np.maximum(starts, 0)
+
+    return (counts(h)[:, None] * counts(w)[None, :])[None, :, :, None].astype(np.float32)
