@@ -25,11 +25,9 @@ def main(argv):
         jax.distributed.initialize()
     jax.config.update("jax_compilation_cache_dir", os.path.expanduser("~/.cache/synth-jax"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-    logging.getLogger("synth").setLevel(logging.INFO)
-    # Orbax logs every file operation at INFO; keep the console for training progress.
-    logging.getLogger("absl").addFilter(lambda r: "/orbax/" not in r.pathname or r.levelno >= logging.WARNING)
-    from synth.training.loop import train_and_evaluate
+    from synth.training.loop import configure_logging, train_and_evaluate
 
+    configure_logging()
     summary = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
     summary.pop("state")
     logging.info("done: %s", summary)

@@ -108,15 +108,14 @@ def main(argv=None) -> None:
 
 
 def train_demo(workdir: str, seconds: float, out_dir: str) -> dict:
-    import logging
     import shutil
 
     import jax
 
     from configs import scenes_spade
-    from synth.training.loop import train_and_evaluate
+    from synth.training.loop import configure_logging, train_and_evaluate
 
-    logging.getLogger("synth").setLevel(logging.INFO)
+    configure_logging()
     jax.config.update("jax_compilation_cache_dir", os.path.expanduser("~/.cache/synth-jax"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     config = scenes_spade.get_config()

@@ -72,9 +72,9 @@ def test_resuming_with_another_model_config_is_refused(straight_run, tmp_path):
 
 def test_one_step_on_eight_devices_equals_one_device(tmp_path):
     config = tiny()
-    # Adam's first step is lr * g / (|g| + eps): with a tiny eps it is sign(g), which flips for gradients
-    # near zero under a different reduction order. A larger eps keeps the update a smooth function of g.
-    config.optim.eps = 1e-2
+    # Adam's first step is lr * g / (|g| + eps): with a small eps it is sign(g), which flips for gradients
+    # near zero under another reduction order and moves the second G forward. eps >> |g| makes it linear.
+    config.optim.eps = 1e3
     states, all_metrics = [], []
     for i, mesh in enumerate([sharding.make_mesh(jax.devices()[:1]), sharding.make_mesh()]):
         trainer = loop.Trainer(config, str(tmp_path / str(i)), mesh=mesh)

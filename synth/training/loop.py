@@ -25,6 +25,16 @@ log = logging.getLogger("synth")
 MODEL_KEYS = ("image", "label", "instance")
 
 
+def configure_logging() -> None:
+    """INFO logs for training progress (CLU and ours); Orbax's per-file INFO records filtered out."""
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.INFO)
+    log.setLevel(logging.INFO)
+    logging.getLogger("absl").addFilter(
+        lambda r: "/orbax/" not in r.pathname or r.levelno >= logging.WARNING)
+
+
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite; the last good checkpoint is left in place."""
 
