@@ -153,3 +153,16 @@ def test_avg_pool_matches_a_direct_computation_at_odd_sizes():
         for j in range(out.shape[2]):
             window = x[0, max(2 * i - 1, 0):2 * i + 2, max(2 * j - 1, 0):2 * j + 2]
             np.testing.assert_allclose(out[0, i, j], window.mean((0, 1)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("cin,cout,k,p", [(12, 64, 3, 1), (64, 16, 3, 1), (8, 8, 1, 0), (6, 10, 4, 2)])
+def test_conv_gradients_equal_xla_convolution_gradients(cin, cout, k, p):
+    """The per-tap kernel gradient (and the XLA fallback for narrow outputs) equals XLA's own."""
+    x = jax.random.normal(jax.random.key(0), (2, 9, 7, cin))
+    kernel = jax.random.normal(jax.random.key(1), (k, k, cin, cout))
+    dy = jax.random.normal(jax.random.key(2), (2, 9 + 2 * p - k + 1, 7 + 2 * p - k + 1, cout))
+    ref = jax.vjp(lambda x, w: conv_lib._conv(x, w, 1, p), x, kernel)
+    ours = jax.vjp(lambda x, w: conv_lib.conv_stride1(x, w, p), x, kernel)
+    np.testing.assert_allclose(ours[0], ref[0], rtol=1e-5, atol=1e-5)
+    for a, b in zip(ours[1](dy), ref[1](dy)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
