@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from configs import scenes_spade
-from synth.training import checkpoint, loop, sharding
+from synth import models
+from synth.training import checkpoint, gan_step, loop, sharding
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -117,3 +118,22 @@ def test_a_misspelled_override_fails_with_the_field_name(tmp_path):
                           "--config.train.num_stepz=3"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode != 0
     assert "num_stepz" in out.stderr
+
+
+def test_generate_loads_a_model_from_the_checkpoint_directory_alone(straight_run):
+    from synth import generate
+
+    workdir, result = straight_run
+    model = generate.load(os.path.join(workdir, "checkpoints"))
+    assert model.step == 4 and (model.height, model.width) == (32, 32)
+    labels = np.random.default_rng(0).integers(0, 12, (2, 24, 40))
+    images = generate.generate(model, labels)
+    assert images.shape == (2, 24, 40, 3) and images.dtype == np.uint8
+    # The same layout at the model's own size reproduces the trainer's eval-mode generator.
+    at_size = np.random.default_rng(1).integers(0, 12, (1, 32, 32)).astype(np.int32)
+    expected = gan_step.generate(models.build(model.config.model, 32, 32), result["state"],
+                                 {"label": at_size, "instance": at_size}, model.spec)
+    expected = np.round((np.clip(np.asarray(expected), -1, 1) + 1) * 127.5).astype(np.uint8)
+    np.testing.assert_array_equal(generate.generate(model, at_size), expected)
+    with pytest.raises(ValueError, match=r"id\(s\) \[40\]"):
+        generate.generate(model, np.full((8, 8), 40))
