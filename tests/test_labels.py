@@ -14,6 +14,7 @@ from PIL import Image
 
 from data_pipelines import labels as L
 from data_pipelines import scenes
+from helpers import truncate
 
 # --- helpers -------------------------------------------------------------------------------------------
 
@@ -39,14 +40,6 @@ def _save_paletted(path, indices: np.ndarray) -> str:
 def _mode(path: str) -> str:
     with Image.open(path) as image:
         return image.mode
-
-
-def _truncate(path: str) -> str:
-    with open(path, "rb") as f:
-        data = f.read()
-    with open(path, "wb") as f:
-        f.write(data[: len(data) // 2])
-    return path
 
 
 def _noisy(shape, values, seed=0) -> np.ndarray:
@@ -265,7 +258,7 @@ def test_remap_dtypes():
 
 def test_truncated_png_is_a_label_error_naming_the_file(tmp_path):
     path = _save(tmp_path / "cut.png", _noisy((64, 64), np.arange(12), seed=3).astype(np.uint8))
-    _truncate(path)
+    truncate(path)
     with pytest.raises(L.LabelError, match=re.escape(path) + ": cannot decode image"):
         L.read_index(path)
     with pytest.raises(L.LabelError, match=re.escape(path) + ": cannot decode image"):
@@ -281,7 +274,7 @@ def test_truncated_png_is_a_label_error_naming_the_file(tmp_path):
 
 
 def test_failed_decode_closes_the_file(tmp_path):
-    path = _truncate(_save(tmp_path / "cut.png", _noisy((64, 64), np.arange(12), seed=5).astype(np.uint8)))
+    path = truncate(_save(tmp_path / "cut.png", _noisy((64, 64), np.arange(12), seed=5).astype(np.uint8)))
     gc.collect()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -310,7 +303,7 @@ def _label_set(tmp_path):
 
 def test_validate_counts_and_reports_bad_files(tmp_path):
     a, b, bad = _label_set(tmp_path)
-    truncated = _truncate(_save(tmp_path / "set" / "d_cut.png",
+    truncated = truncate(_save(tmp_path / "set" / "d_cut.png",
                                 _noisy((64, 64), np.arange(4), seed=4).astype(np.uint8)))
     report = L.validate([a, b, bad, truncated], L.custom(4))
     assert report.files == 4 and not report.ok

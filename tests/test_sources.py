@@ -14,6 +14,7 @@ from PIL import Image
 from data_pipelines import decode, scenes
 from data_pipelines import labels as labels_lib
 from data_pipelines.sources import DatasetError, DatasetSpec, Example, get_source
+from helpers import truncate
 
 H, W = 16, 32
 
@@ -43,14 +44,6 @@ def _image_number(image: np.ndarray) -> int:
 
 def _noisy_image(h=64, w=64, seed=0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
-
-
-def _truncate(path: str) -> str:
-    with open(path, "rb") as f:
-        data = f.read()
-    with open(path, "wb") as f:
-        f.write(data[: len(data) // 2])
-    return path
 
 
 def _cfg(**fields) -> ConfigDict:
@@ -215,7 +208,7 @@ def test_ade20k_truncated_jpeg(tmp_path):
     stems = _ade20k(tmp_path)
     path = _write(tmp_path / "ADEChallengeData2016" / "images" / "training" / f"{stems[0]}.jpg",
                   _noisy_image(H, W))
-    _truncate(path)
+    truncate(path)
     source = get_source(_cfg(name="ade20k", root=str(tmp_path)), "train")
     with pytest.raises(DatasetError, match=re.escape(path) + ": cannot decode image"):
         source.load(0)
@@ -413,7 +406,7 @@ def test_two_images_with_one_stem(folder):
 
 def test_truncated_image(folder):
     path = _write(folder / "images" / "scene_00000001.png", _noisy_image(H, W))
-    _truncate(path)
+    truncate(path)
     source = _custom(folder)
     source.load(0)
     with pytest.raises(DatasetError, match=re.escape(path) + ": cannot decode image"):
@@ -429,7 +422,7 @@ def test_unreadable_image(folder):
 
 def test_truncated_label(folder):
     noisy = np.random.default_rng(0).integers(0, 12, (64, 64)).astype(np.uint8)
-    path = _truncate(_write(folder / "labels" / "scene_00000002.png", noisy))
+    path = truncate(_write(folder / "labels" / "scene_00000002.png", noisy))
     source = _custom(folder)
     with pytest.raises(DatasetError, match=re.escape(path) + ": cannot decode image"):
         source.load(2)
@@ -437,7 +430,7 @@ def test_truncated_label(folder):
 
 def test_truncated_instance_map(folder):
     noisy = np.random.default_rng(0).integers(0, 60000, (64, 64)).astype(np.uint16)
-    path = _truncate(_write(folder / "instances" / "scene_00000000.png", noisy))
+    path = truncate(_write(folder / "instances" / "scene_00000000.png", noisy))
     with pytest.raises(DatasetError, match=re.escape(path) + ": cannot decode image"):
         _custom(folder, use_instance=True).load(0)
 
