@@ -1,7 +1,7 @@
 """Official SPADE (NVlabs, PyTorch) state dicts -> our Flax variables.
 
 State dicts are plain `{key: np.ndarray}` dicts, so converting needs no torch; `load_pth` reads a `.pth` file
-into one (and imports torch only then). Each function builds our network with `synth.models.build`, takes the
+into one without PyTorch (`synth.convert.torch_pickle`). Each function builds our network with `synth.models.build`, takes the
 tree of its variables with `jax.eval_shape` (nothing is initialised), derives for every leaf the official key
 it comes from, and fills it:
 
@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from synth import models
+from synth.convert import torch_pickle
 
 IGNORED_SUFFIXES = ("num_batches_tracked",)
 
@@ -34,24 +35,11 @@ _LEAF_NAMES = {"bias": "bias", "u": "weight_u", "v": "weight_v", "mean": "runnin
 
 
 def load_pth(path) -> dict[str, np.ndarray]:
-    """Read an official `latest_net_G.pth` (a state dict) as `{key: float32/int ndarray}`.
+    """Read an official `latest_net_G.pth` (a state dict) as `{key: ndarray}`, without PyTorch.
 
     A `module.` prefix (checkpoints saved from `DataParallel`) is stripped when every key has it.
     """
-    try:
-        import torch
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("Reading .pth checkpoints needs PyTorch: `pip install torch` (the CPU wheel is "
-                          "enough), or pass a state dict of numpy arrays to the converters.") from e
-    obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"{path} does not hold a state dict (got {type(obj).__name__}).")
-    out = {k: v.detach().cpu().numpy() for k, v in obj.items() if hasattr(v, "detach")}
-    if out and all(k.startswith("module.") for k in out):
-        out = {k[len("module."):]: v for k, v in out.items()}
-    return out
+    return torch_pickle.read_state_dict(path)
 
 
 # ----------------------------------------------------------------------------------------------- key mapping
