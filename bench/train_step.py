@@ -32,7 +32,7 @@ from configs.common import spade_model  # noqa: E402
 from data_pipelines import labels  # noqa: E402
 from data_pipelines.sources import DatasetSpec  # noqa: E402
 from synth import models  # noqa: E402
-from synth.pretrained.vgg import VGG19, random_vgg19_params  # noqa: E402
+from synth.pretrained.vgg import VGG, random_vgg19_params  # noqa: E402
 from synth.training import gan_step, optimizers  # noqa: E402
 from synth.training import state as state_lib  # noqa: E402
 
@@ -63,7 +63,7 @@ def time_ours(s: dict, reuse_fake: bool, steps: int) -> dict:
     state = jax.jit(lambda r: state_lib.init_state(
         system, tx_g, tx_d, r, batch_size=1, height=size, width=size, semantic_nc=spec.semantic_nc,
         z_dim=256, ema=False))(jax.random.key(0))
-    step = jax.jit(gan_step.make_gan_step(system, config, spec, tx_g, tx_d, schedules, VGG19()),
+    step = jax.jit(gan_step.make_gan_step(system, config, spec, tx_g, tx_d, schedules, VGG(19, "relu5_1")),
                    donate_argnums=(0,))
     rng = np.random.default_rng(0)
     data = {"label": jnp.asarray(rng.integers(0, s["classes"], (batch, size, size)), jnp.int32),

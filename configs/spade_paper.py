@@ -4,6 +4,10 @@ Batch 32 on 8 GPUs with synchronized BatchNorm (here: BatchNorm over the global 
 (G 1e-4, D 4e-4), Adam betas (0, 0.9), hinge loss, lambda_feat = lambda_vgg = 10, constant learning rate for
 half the epochs then linear decay to zero. Epoch counts follow the paper (200 for Cityscapes and ADE20K,
 100 for COCO-Stuff); steps = epochs * floor(train images / batch), as torch's drop_last loader gives.
+
+The perceptual loss needs torchvision's `vgg19-dcbb9e9d.pth`, given by `--config.loss.vgg_path` or found in
+`$SYNTH_WEIGHTS_DIR`; `--config.loss.vgg=hed` uses the embedded HED VGG-16 instead (a stand-in, stated in the
+logs and results) and `vgg=random` an untrained VGG-19.
 """
 
 import dataclasses
@@ -30,7 +34,7 @@ def paper_config(*, name: str, root: str, train_images: int, epochs: int, model:
         ema_decay=0.0, reuse_fake_for_d=False, eval_batches=16))
     config.optim = mlc.ConfigDict(dict(lr_g=1e-4, lr_d=4e-4, b1=0.0, b2=0.9))
     config.loss = mlc.ConfigDict(dict(gan_mode="hinge", lambda_feat=10.0, feat_mode="spade", lambda_vgg=10.0,
-                                      vgg="random", lambda_kld=0.05))
+                                      vgg="torchvision", vgg_path="", lambda_kld=0.05))
     return config
 
 

@@ -50,15 +50,28 @@ def image_size(data) -> tuple[int, int]:
 
 
 def _feature_net(config):
+    """The perceptual loss's feature network, its variables, and a note when it is not the paper's network."""
     if not config.loss.lambda_vgg:
-        return None, None
-    from synth.pretrained.vgg import VGG19, random_vgg19_params
-    if config.loss.get("vgg", "random") != "random":
-        raise ValueError(f"config.loss.vgg={config.loss.vgg!r}: only 'random' is available until pretrained "
-                         "weights can be converted.")
-    log.warning("!" * 78 + "\nPERCEPTUAL LOSS USES A RANDOMLY INITIALISED VGG-19, NOT THE PRETRAINED NETWORK OF "
-                "THE PAPER.\n" + "!" * 78)
-    return VGG19(), random_vgg19_params(jax.random.key(1234))
+        return None, None, None
+    from synth.pretrained import vgg
+    name = config.loss.get("vgg", "torchvision")
+    layers = tuple(config.loss.get("vgg_layers", vgg.VGG19_PERCEPTUAL_LAYERS))
+    if name == "random":
+        note = "perceptual loss used a randomly initialised VGG-19, not the paper's pretrained one"
+        log.warning("!" * 78 + "\nPERCEPTUAL LOSS USES A RANDOMLY INITIALISED VGG-19, NOT THE PRETRAINED NETWORK "
+                    "OF THE PAPER.\n" + "!" * 78)
+        trunk = vgg.random_variables(jax.random.key(1234), "torchvision", max(layers, key=vgg.VGG19_LAYERS.index))
+        return vgg.VGGFeatures("torchvision", layers), vgg.features_variables(trunk), note
+    variant = vgg.get_variant(name)
+    converted = vgg.load(name, config.loss.get("vgg_path") or None)
+    note = None
+    if variant.stands_in:
+        note = (f"perceptual loss used the {variant.weights_file.description} ({converted.source}) in place of "
+                "the paper's torchvision VGG-19")
+        log.warning("!" * 78 + "\n" + note.upper() + "\n" + "!" * 78)
+    log.info("Perceptual loss: VGG variant %s from %s (sha256 %s)", name, converted.source,
+             converted.source_sha256[:12])
+    return vgg.VGGFeatures(name, layers), vgg.features_variables(converted.variables), note
 
 
 def _grid(label_rgb, real, fake) -> np.ndarray:
@@ -81,7 +94,7 @@ class Trainer:
         self.tx_d = optimizers.adam(config.optim, config.train, "d")
         schedules = tuple(optimizers.schedule(lr, config.train.num_steps, config.train.decay_start_step)
                           for lr in (config.optim.lr_g, config.optim.lr_d))
-        self.feature_net, self.feature_params = _feature_net(config)
+        self.feature_net, self.feature_params, self.feature_note = _feature_net(config)
         self.replicated = sharding.replicated(self.mesh)
         init = lambda rng: state_lib.init_state(  # noqa: E731
             self.system, self.tx_g, self.tx_d, rng, batch_size=1, height=self.height, width=self.width,
@@ -207,8 +220,8 @@ class Trainer:
                         "losses_last_log": {k: float(np.mean(v[-train.log_every:])) for k, v in history.items()}})
         grid = self.sample_grid(state, sample_batch)
         Image.fromarray(grid).save(os.path.join(self.workdir, "samples.png"))
-        if self.feature_net is not None:
-            summary["note"] = "perceptual loss used a randomly initialised VGG-19, not the paper's pretrained one"
+        if self.feature_note:
+            summary["note"] = self.feature_note
         with open(os.path.join(self.workdir, "train_summary.json"), "w") as f:
             json.dump(summary, f, indent=1)
         return {"state": state, **summary}
