@@ -151,6 +151,11 @@ class Trainer:
 
     def run(self, stop_at: int | None = None) -> dict:
         """Trains to `train.num_steps` (or stops early at `stop_at`, saving as a preemption would)."""
+        # The guard is up before the first compile, so a SIGTERM at any point ends in a saved step.
+        with checkpoint.PreemptionGuard() as guard:
+            return self._run(guard, stop_at)
+
+    def _run(self, guard, stop_at: int | None) -> dict:
         from clu import metric_writers, parameter_overview, periodic_actions
         from PIL import Image
 
@@ -179,7 +184,7 @@ class Trainer:
                                                    every_steps=train.log_every)
         history: dict[str, list] = {}
         wait_time, began, step = 0.0, time.time(), start
-        with metric_writers.ensure_flushes(writer), checkpoint.PreemptionGuard() as guard:
+        with metric_writers.ensure_flushes(writer):
             while step < train.num_steps:
                 t0 = time.perf_counter()
                 batch = self.global_batch(next(train_iter))
