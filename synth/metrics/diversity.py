@@ -1,0 +1,98 @@
+"""LPIPS diversity of multimodal generation: how different the K samples generated for one layout are.
+
+Protocol (as in the multimodal image-synthesis papers that report "LPIPS diversity"):
+
+* for each of L layouts, K samples (different noise / style codes, same layout), images NHWC in [-1, 1];
+* the LPIPS distance of ALL K(K-1)/2 unordered pairs (i < j) of a layout's samples, with LPIPS v0.1 (the
+  `distance` passed in, normally `synth.pretrained.lpips.lpips_fn(load(net).variables, net)`);
+* the mean over a layout's pairs, then the mean and the standard deviation (ddof=0) of those per-layout
+  means over the layouts.
+
+The result records the protocol fields (K, pairs per layout, L, net, version) next to the numbers, since
+diversity figures are only comparable under the same protocol. `net` and `version` describe `distance`;
+the function cannot check them. Pairs are sent to `distance` in batches of a fixed size (the last one
+padded with repeats and trimmed), so a jitted distance compiles once.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+VERSION = "0.1"  # = synth.pretrained.lpips.VERSION, restated so that this module does not import JAX
+PROTOCOL = "all K(K-1)/2 sample pairs per layout; mean per layout; mean and std (ddof=0) over layouts"
+
+
+def _check_samples(x, where: str) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"{where}: samples must be [K, H, W, 3], got shape {x.shape}.")
+    if x.shape[0] < 2:
+        raise ValueError(f"{where}: diversity needs K >= 2 samples per layout, got K={x.shape[0]}.")
+    if x.dtype.kind != "f":
+        raise ValueError(f"{where}: samples must be floats in [-1, 1], got dtype {x.dtype}.")
+    lo, hi = float(x.min()), float(x.max())
+    if not (np.isfinite(lo) and np.isfinite(hi)) or lo < -1.001 or hi > 1.001:
+        raise ValueError(f"{where}: samples must lie in [-1, 1], got values in [{lo:.4g}, {hi:.4g}].")
+    return x
+
+
+def pair_indices(k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The K(K-1)/2 unordered pairs (i, j), i < j."""
+    return np.triu_indices(int(k), 1)
+
+
+def layout_distances(samples, distance: Callable, pair_batch: int = 32, where: str = "layout") -> np.ndarray:
+    """LPIPS of every unordered pair of one layout's samples [K, H, W, 3] -> [K(K-1)/2], pair (i, j) i < j order."""
+    samples = _check_samples(samples, where)
+    first, second = pair_indices(samples.shape[0])
+    n, batch = first.size, min(int(pair_batch), first.size)
+    out = []
+    for start in range(0, n, batch):
+        idx = np.arange(start, start + batch) % n  # the last batch is padded with repeats, trimmed below
+        d = np.asarray(distance(samples[first[idx]], samples[second[idx]]), np.float64)
+        if d.shape != (batch,):
+            raise ValueError(f"{where}: the distance returned shape {d.shape} for {batch} pairs; expected ({batch},).")
+        out.append(d[: min(batch, n - start)])
+    d = np.concatenate(out)
+    if not np.isfinite(d).all():
+        raise ValueError(f"{where}: the distance returned non-finite values.")
+    return d
+
+
+def lpips_diversity(samples, distance: Callable, *, num_layouts: int | None = None, net: str = "alex",
+                    version: str = VERSION, pair_batch: int = 32) -> dict:
+    """Mean pairwise LPIPS per layout, then mean and std over layouts.
+
+    samples: [L, K, H, W, 3] in [-1, 1], or a callable `layout_index -> [K, H, W, 3]` (then `num_layouts` is
+    required), so that L * K images never have to be held at once. distance(x, y) -> [N] for x, y [N, H, W, 3].
+    """
+    if callable(samples):
+        if num_layouts is None or int(num_layouts) < 1:
+            raise ValueError(f"num_layouts must be a positive count when samples is a callable, got {num_layouts}.")
+        generate, count = samples, int(num_layouts)
+    else:
+        array = np.asarray(samples)
+        if array.ndim != 5:
+            raise ValueError(f"samples must be [L, K, H, W, 3] or a callable, got shape {array.shape}.")
+        if num_layouts is not None and int(num_layouts) != array.shape[0]:
+            raise ValueError(f"num_layouts={num_layouts} but samples hold {array.shape[0]} layouts.")
+        generate, count = (lambda i: array[i]), array.shape[0]
+    if count < 1:
+        raise ValueError("no layouts were given.")
+    per_layout, k = [], None
+    for i in range(count):
+        layout = np.asarray(generate(i))
+        if k is None:
+            k = layout.shape[0] if layout.ndim == 4 else None
+        elif layout.ndim == 4 and layout.shape[0] != k:
+            raise ValueError(f"layout {i}: {layout.shape[0]} samples, but layout 0 had K={k}.")
+        per_layout.append(float(layout_distances(layout, distance, pair_batch, f"layout {i}").mean()))
+    means = np.asarray(per_layout)
+    return {"lpips_diversity": float(means.mean()), "lpips_diversity_std": float(means.std()),
+            "per_layout": per_layout, "num_layouts": count, "samples_per_layout": int(k),
+            "pairs_per_layout": int(k * (k - 1) // 2), "net": net, "version": version, "protocol": PROTOCOL}
+
+
+__all__ = ["PROTOCOL", "VERSION", "layout_distances", "lpips_diversity", "pair_indices"]
