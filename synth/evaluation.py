@@ -170,7 +170,7 @@ def run_scenes_v1(model, protocol: Protocol, out_dir: str, *, real_images: int |
 
     div = diversity.lpips_diversity(samples_of, _feature_distance(features_fn), num_layouts=n_div,
                                     net="hed-vgg16 (no learned weights)", version="unit-weights")
-    kid_size = min(protocol.kid_subset_size, len(indices))
+    kid_size = min(protocol.kid_subset_size, max(2, len(indices) // 2))  # subsets must differ for a std
     kid_mean, kid_std = fid.kid(np.concatenate(real_feats), np.concatenate(fake_feats), subsets=100,
                                 subset_size=kid_size, seed=protocol.seed)
     mode_result = modes.result()
