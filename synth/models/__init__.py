@@ -6,8 +6,10 @@ import dataclasses
 
 import flax.linen as nn
 
+from synth.models.ccfpse import CCFPSEGenerator
 from synth.models.discriminators import MultiscaleDiscriminator, NLayerDiscriminator
 from synth.models.encoder import ConvEncoder
+from synth.models.fpse import FPSEDiscriminator
 from synth.models.spade import SPADEGenerator, SPADEResnetBlock, latent_size
 
 
@@ -32,7 +34,17 @@ def _spade(m, height: int, width: int) -> System:
     return System(generator, discriminator, encoder)
 
 
-BUILDERS = {"spade": _spade}
+def _ccfpse(m, height: int, width: int) -> System:
+    generator = CCFPSEGenerator(
+        height=height, width=width, ngf=m.ngf, num_upsampling_layers=m.num_upsampling_layers,
+        use_vae=m.use_vae, z_dim=m.z_dim, spectral=m.spectral_g, cc_hidden=m.cc_hidden,
+        spade_hidden=m.spade_hidden)
+    discriminator = FPSEDiscriminator(ndf=m.ndf, spectral=m.spectral_d)
+    encoder = ConvEncoder(ndf=m.ngf, z_dim=m.z_dim, input_size=m.encoder_input_size) if m.use_vae else None
+    return System(generator, discriminator, encoder)
+
+
+BUILDERS = {"spade": _spade, "ccfpse": _ccfpse}
 
 
 def build(model_config, height: int, width: int) -> System:
@@ -41,5 +53,5 @@ def build(model_config, height: int, width: int) -> System:
     return BUILDERS[model_config.name](model_config, height, width)
 
 
-__all__ = ["BUILDERS", "ConvEncoder", "MultiscaleDiscriminator", "NLayerDiscriminator", "SPADEGenerator",
-           "SPADEResnetBlock", "System", "build", "latent_size"]
+__all__ = ["BUILDERS", "CCFPSEGenerator", "ConvEncoder", "FPSEDiscriminator", "MultiscaleDiscriminator",
+           "NLayerDiscriminator", "SPADEGenerator", "SPADEResnetBlock", "System", "build", "latent_size"]

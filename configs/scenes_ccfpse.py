@@ -1,0 +1,42 @@
+"""CC-FPSE on procedural scenes, sized for a 2-core CPU: 64x64, narrow channels, minutes of training.
+
+Deliberate deviations from the official settings, for CPU only: ngf 16 and ndf 32 instead of 64, weight
+predictors and SPADE shortcut MLPs 32 wide instead of 128, no VAE (the official scripts use one; `:vae` turns
+it on, with the encoder working at 64x64 instead of 256), batch 8, and no perceptual loss (lambda_vgg 0; see
+configs/scenes_spade.py for turning it on). Kept: the FPSE discriminator, lambda_feat 20 over its four encoder
+features (`feat_mode='fpse'`), hinge loss, TTUR with betas (0, 0.9). The layout is 12 classes + instance
+edges (semantic_nc 13), 64x64, 'normal' upsampling (latent 2x2).
+
+Argument (comma separated): `tiny` (tests: 32x32, ngf 4, ndf 4, 8-wide predictors, 4 steps), `vae`.
+"""
+
+import ml_collections as mlc
+
+from configs.ccfpse_common import ccfpse_model
+
+
+def get_config(arg: str | None = None) -> mlc.ConfigDict:
+    parts = set(filter(None, (arg or "").split(",")))
+    unknown = parts - {"tiny", "vae"}
+    if unknown:
+        raise ValueError(f"Unknown config argument(s) {sorted(unknown)}; expected 'tiny' and/or 'vae'.")
+    config = mlc.ConfigDict()
+    config.model = ccfpse_model(ngf=16, ndf=32, cc_hidden=32, spade_hidden=32, use_vae="vae" in parts,
+                                encoder_input_size=64)
+    config.data = mlc.ConfigDict(dict(
+        name="scenes", root="", use_instance=True,
+        scenes=dict(height=64, width=64, seed=0, num_train=20000, num_val=64),
+        preprocess=dict(flip=True)))
+    config.train = mlc.ConfigDict(dict(
+        batch_size=8, num_steps=2000, decay_start_step=1000, seed=0, max_seconds=0.0,
+        log_every=10, image_every=50, checkpoint_every=50, keep_checkpoints=2,
+        ema_decay=0.0, reuse_fake_for_d=False, eval_batches=4))
+    config.optim = mlc.ConfigDict(dict(lr_g=1e-4, lr_d=4e-4, b1=0.0, b2=0.9))
+    config.loss = mlc.ConfigDict(dict(gan_mode="hinge", lambda_feat=20.0, feat_mode="fpse", lambda_vgg=0.0,
+                                      vgg="hed", vgg_path="", lambda_kld=0.05))
+    if "tiny" in parts:  # For tests: seconds, not minutes.
+        config.model.update(ngf=4, ndf=4, cc_hidden=8, spade_hidden=8, encoder_input_size=16)
+        config.data.scenes.update(height=32, width=32, num_val=8)
+        config.train.update(batch_size=8, num_steps=4, decay_start_step=2, log_every=2, image_every=4,
+                            checkpoint_every=2, eval_batches=1)
+    return config
