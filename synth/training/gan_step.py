@@ -7,6 +7,8 @@ As the official trainer (`trainers/pix2pix_trainer.py`):
   z is sampled anew) makes the detached fake; loss = hinge(real) + hinge(fake).
   `train.reuse_fake_for_d` (a deliberate, cheaper deviation; off by default) reuses the G step's fake.
 D's spectral-norm vectors advance in both D passes, as they do in torch.
+CC-FPSE's discriminator (`FPSEDiscriminator`) returns [features, predictions]: each of its three predictions
+counts as one scale of the hinge loss, and feature matching is CC-FPSE's mean over its four encoder features.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import jax.numpy as jnp
 import optax
 
 from synth import losses, semantics
+from synth.models.fpse import FPSEDiscriminator, feature_matching as fpse_feature_matching
 from synth.models import System
 from synth.training.state import generator_params
 
@@ -54,26 +57,37 @@ def make_gan_step(system: System, config, spec, tx_g, tx_d, schedules: tuple, fe
         fake, g_state = system.generator.apply(g_vars, seg, z, train=True, mutable=["batch_stats", "spectral"])
         return fake, (mu, logvar), g_state, e_state
 
+    fpse = isinstance(system.discriminator, FPSEDiscriminator)
+
     def run_discriminator(d_params, d_spectral, seg, fake, real):
+        """-> per-scale outputs for fake and real (each scale a list ending in its prediction), the features
+        CC-FPSE matches (None for PatchGAN, which matches the per-scale outputs), and the spectral state."""
         # Fake and real in one pass, as the official code does ("so that BN sees both").
         x = jnp.concatenate([jnp.concatenate([seg, fake], -1), jnp.concatenate([seg, real], -1)], 0)
         outputs, d_state = system.discriminator.apply({"params": d_params, "spectral": d_spectral}, x,
                                                       train=True, mutable=["spectral"])
         b = fake.shape[0]
+        spectral = d_state.get("spectral", {})
+        if fpse:  # [features, predictions at 1/4, 1/8, 1/16]: each prediction is a scale of its own
+            feats, preds = outputs
+            return ([[p[:b]] for p in preds], [[p[b:]] for p in preds], [f[:b] for f in feats],
+                    [f[b:] for f in feats], spectral)
         pred_fake = [[o[:b] for o in scale] for scale in outputs]
         pred_real = [[o[b:] for o in scale] for scale in outputs]
-        return pred_fake, pred_real, d_state.get("spectral", {})
+        return pred_fake, pred_real, None, None, spectral
 
     def g_loss_fn(params, state, batch, seg, key, feature_params):
         real = batch["image"]
         fake, (mu, logvar), g_state, e_state = run_generator(params, state, seg, real, key)
-        pred_fake, pred_real, d_spectral = run_discriminator(state["d"]["params"], state["d"]["spectral"], seg,
-                                                             fake, real)
+        pred_fake, pred_real, feat_fake, feat_real, d_spectral = run_discriminator(
+            state["d"]["params"], state["d"]["spectral"], seg, fake, real)
         terms = {"g_gan": losses.gan_loss(pred_fake, target_is_real=True, for_discriminator=False,
                                           mode=loss_cfg.gan_mode)}
-        if loss_cfg.lambda_feat:
+        if loss_cfg.lambda_feat and fpse:
+            terms["g_feat"] = loss_cfg.lambda_feat * fpse_feature_matching(feat_fake, feat_real)
+        elif loss_cfg.lambda_feat:
             terms["g_feat"] = loss_cfg.lambda_feat * losses.feature_matching(
-                pred_fake, pred_real, mode=loss_cfg.feat_mode, n_layers_D=config.model.n_layers_D)
+                pred_fake, pred_real, mode=loss_cfg.feat_mode, n_layers_D=config.model.get("n_layers_D"))
         if loss_cfg.lambda_vgg and feature_net is not None:
             feats = feature_net.apply(feature_params, jnp.concatenate([fake, real], 0))
             b = fake.shape[0]
@@ -85,8 +99,8 @@ def make_gan_step(system: System, config, spec, tx_g, tx_d, schedules: tuple, fe
         return total, (terms, fake, g_state, e_state, d_spectral)
 
     def d_loss_fn(d_params, d_spectral, seg, fake, real):
-        pred_fake, pred_real, d_spectral = run_discriminator(d_params, d_spectral, seg,
-                                                             jax.lax.stop_gradient(fake), real)
+        pred_fake, pred_real, _, _, d_spectral = run_discriminator(d_params, d_spectral, seg,
+                                                                   jax.lax.stop_gradient(fake), real)
         terms = {"d_fake": losses.gan_loss(pred_fake, target_is_real=False, for_discriminator=True,
                                            mode=loss_cfg.gan_mode),
                  "d_real": losses.gan_loss(pred_real, target_is_real=True, for_discriminator=True,
