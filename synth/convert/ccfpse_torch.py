@@ -34,15 +34,11 @@ import numpy as np
 
 from synth import models
 from synth.convert import spade_torch
-from synth.convert.spade_torch import _from_torch, _paths, _set, _torch_layout, load_pth
+from synth.convert.spade_torch import load_pth
 
 # The official blocks' BatchNorms that the forward pass never reaches (see synth.models.ccfpse).
 UNUSED_BN = re.compile(r"^(head_0|G_middle_[01]|up_[0-4])\.(norm_0|conv_0\.norm_layer|conv_2\.norm_layer)\."
                        r"(weight|bias|running_mean|running_var|num_batches_tracked)$")
-
-_LEAF_NAMES = {"bias": "bias", "scale": "weight", "u": "weight_u", "v": "weight_v", "mean": "running_mean",
-               "var": "running_var"}
-
 
 def is_skipped(key: str) -> bool:
     return key.endswith("num_batches_tracked") or bool(UNUSED_BN.match(key))
@@ -75,52 +71,8 @@ def _discriminator_modules(names: tuple[str, ...]) -> list[str]:
 
 def convert(state_dict: Mapping[str, Any], shapes: Mapping[str, Any],
             module_map: Callable[[tuple[str, ...]], list[str]], what: str = "network") -> dict:
-    """Fill a variable tree shaped like `shapes` (`jax.eval_shape` of a model's init) from `state_dict`."""
-    spectral_modules = {path[:-1] for path, _ in _paths(dict(shapes.get("spectral", {})))}
-    wanted: dict[str, tuple[str, tuple[str, ...], Any]] = {}
-    for collection, tree in shapes.items():
-        for path, leaf in _paths(dict(tree)):
-            *modules, name = path
-            modules = tuple(modules)
-            if name == "kernel":
-                torch_leaf = "weight_orig" if modules in spectral_modules else "weight"
-            elif name in _LEAF_NAMES:
-                torch_leaf = _LEAF_NAMES[name]
-            else:
-                raise ValueError(f"No official key is known for our variable {collection}/{'/'.join(path)}.")
-            key = ".".join([*module_map(modules), torch_leaf])
-            if key in wanted:
-                raise ValueError(f"Two of our variables map to the same key {key!r}.")
-            wanted[key] = (collection, path, leaf)
-
-    given = {k for k in state_dict if not is_skipped(k)}
-    missing = sorted(set(wanted) - given)
-    unused = sorted(given - set(wanted))
-    mismatched = []
-    out: dict = {}
-    for key, (collection, path, leaf) in wanted.items():
-        if key not in state_dict:
-            continue
-        array = np.asarray(state_dict[key])
-        expected = _torch_layout(tuple(leaf.shape), path[-1])
-        if tuple(array.shape) != expected:
-            mismatched.append(f"{key}: checkpoint {tuple(array.shape)}, expected {expected} "
-                              f"(ours {collection}/{'/'.join(path)} {tuple(leaf.shape)})")
-            continue
-        _set(out.setdefault(collection, {}), path, jnp.asarray(_from_torch(array, path[-1]), dtype=leaf.dtype))
-    if missing or unused or mismatched:
-        lines = [f"The state dict does not fit our {what}:"]
-        if missing:
-            lines.append(f"  missing keys ({len(missing)}): {', '.join(missing)}")
-        if unused:
-            lines.append(f"  unused keys ({len(unused)}): {', '.join(unused)}")
-        if mismatched:
-            lines.append(f"  shape mismatches ({len(mismatched)}):")
-            lines.extend(f"    {m}" for m in mismatched)
-        raise ValueError("\n".join(lines))
-    for collection in shapes:
-        out.setdefault(collection, {})
-    return out
+    """SPADE's converter with CC-FPSE's skipped keys (the unused official BatchNorms)."""
+    return spade_torch.convert(state_dict, shapes, module_map, what, skip=is_skipped)
 
 
 def _shape(state_dict, key: str, what: str) -> tuple[int, ...]:

@@ -31,7 +31,8 @@ from synth.convert import torch_pickle
 
 IGNORED_SUFFIXES = ("num_batches_tracked",)
 
-_LEAF_NAMES = {"bias": "bias", "u": "weight_u", "v": "weight_v", "mean": "running_mean", "var": "running_var"}
+_LEAF_NAMES = {"bias": "bias", "scale": "weight", "u": "weight_u", "v": "weight_v", "mean": "running_mean",
+               "var": "running_var"}
 
 
 def load_pth(path) -> dict[str, np.ndarray]:
@@ -120,8 +121,12 @@ def _set(tree: dict, path: tuple[str, ...], value) -> None:
 
 
 def convert(state_dict: Mapping[str, Any], shapes: Mapping[str, Any],
-            module_map: Callable[[tuple[str, ...]], list[str]], what: str = "network") -> dict:
-    """Fill a variable tree shaped like `shapes` (`jax.eval_shape` of a model's init) from `state_dict`."""
+            module_map: Callable[[tuple[str, ...]], list[str]], what: str = "network",
+            skip: Callable[[str], bool] | None = None) -> dict:
+    """Fill a variable tree shaped like `shapes` (`jax.eval_shape` of a model's init) from `state_dict`.
+
+    `skip(key)` marks official keys with no counterpart here (default: BatchNorm's `num_batches_tracked`)."""
+    skip = skip or (lambda k: k.endswith(IGNORED_SUFFIXES))
     spectral_modules = {path[:-1] for path, _ in _paths(dict(shapes.get("spectral", {})))}
     wanted: dict[str, tuple[str, tuple[str, ...], Any]] = {}
     for collection, tree in shapes.items():
@@ -139,7 +144,7 @@ def convert(state_dict: Mapping[str, Any], shapes: Mapping[str, Any],
                 raise ValueError(f"Two of our variables map to the same key {key!r}.")
             wanted[key] = (collection, path, leaf)
 
-    given = {k for k in state_dict if not k.endswith(IGNORED_SUFFIXES)}
+    given = {k for k in state_dict if not skip(k)}
     missing = sorted(set(wanted) - given)
     unused = sorted(given - set(wanted))
     mismatched = []

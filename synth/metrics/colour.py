@@ -40,7 +40,10 @@ class ClassColourAccumulator:
         return dist
 
     def result(self) -> float:
+        """The mean over present classes; NaN when the generated images were not finite."""
+        if not self.count.any():
+            raise ValueError("No labelled pixels were accumulated.")
         per_class = self.per_class()
         if np.isnan(per_class).all():
-            raise ValueError("No labelled pixels were accumulated.")
+            return float("nan")
         return float(np.nanmean(per_class))

@@ -143,7 +143,13 @@ class Trainer:
         for i, batch in enumerate(self.eval_batches()):
             fake = self._generate(state, self.global_batch(batch), jax.random.fold_in(key, i))
             acc.add(np.asarray(fake), batch["image"], batch["label"], batch["mask"])
-        return {"class_colour_error": acc.result()}
+        error = acc.result()
+        if not np.isfinite(error):
+            # E.g. CC-FPSE at initialisation: eval mode uses the spectral-norm vectors without a power iteration,
+            # as torch does, and the untrained vectors underestimate sigma; the first training step fixes it.
+            log.warning("Generated images are not finite in eval mode at step %d; class-colour error is NaN.",
+                        int(state["step"]))
+        return {"class_colour_error": error}
 
     def sample_grid(self, state, batch) -> np.ndarray:
         fake = self._generate(state, self.global_batch(batch), jax.random.key(self.config.train.seed + 2))
