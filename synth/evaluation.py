@@ -36,6 +36,10 @@ from synth.metrics.segmentation import ConfusionMatrix
 from synth.pretrained import vgg
 
 
+class ProtocolUnavailable(RuntimeError):
+    """A named protocol that cannot run: its files are missing or its runner does not exist yet."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Protocol:
     name: str
@@ -250,9 +254,10 @@ def run(checkpoint_dir: str, protocol_name: str, out_dir: str, **overrides) -> d
     if protocol.name == "scenes-v1":
         return run_scenes_v1(model, protocol, out_dir, **overrides)
     missing = missing_requirements(protocol, overrides.get("data_root"))
-    raise NotImplementedError(
-        f"protocol {protocol.name}: " + ("missing: " + "; ".join(missing) if missing else
-                                         "the standard-dataset runner is not implemented yet"))
+    raise ProtocolUnavailable(
+        f"protocol {protocol.name} cannot run here: " + "; ".join(
+            missing + ["only scenes-v1 has a runner so far (the standard datasets' generation loop and segmenters "
+                       "are still to come)"]))
 
 
-__all__ = ["PROTOCOLS", "Protocol", "run", "run_scenes_v1"]
+__all__ = ["PROTOCOLS", "Protocol", "ProtocolUnavailable", "run", "run_scenes_v1"]

@@ -63,3 +63,10 @@ def test_scene_segmenter_learns_and_round_trips(tmp_path):
     np.testing.assert_array_equal(again(images), seg(images))
     with pytest.raises(ValueError, match="trained at 32x32"):
         seg(np.zeros((1, 64, 64, 3), np.float32))
+
+
+def test_standard_protocols_name_what_is_missing(tiny_run, tmp_path, monkeypatch):
+    monkeypatch.delenv("SYNTH_WEIGHTS_DIR", raising=False)
+    with pytest.raises(evaluation.ProtocolUnavailable,
+                       match=r"cityscapes dataset.*pt_inception-2015-12-05-6726825d\.pth.*only scenes-v1"):
+        evaluation.run(str(tiny_run / "checkpoints"), "spade-cityscapes-v1", str(tmp_path))

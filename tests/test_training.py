@@ -16,9 +16,13 @@ from synth.training import checkpoint, gan_step, loop, sharding
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+EMA_DECAY = 0.5
+
+
 def tiny(**train):
+    # EMA on everywhere: exact resume covers it, and every test shares one compiled step.
     config = scenes_spade.get_config("tiny")
-    config.train.update(image_every=1000, **train)
+    config.train.update(image_every=1000, ema_decay=EMA_DECAY, **train)
     return config
 
 
@@ -132,7 +136,7 @@ def test_generate_loads_a_model_from_the_checkpoint_directory_alone(straight_run
     # The same layout at the model's own size reproduces the trainer's eval-mode generator.
     at_size = np.random.default_rng(1).integers(0, 12, (1, 32, 32)).astype(np.int32)
     expected = gan_step.generate(models.build(model.config.model, 32, 32), result["state"],
-                                 {"label": at_size, "instance": at_size}, model.spec)
+                                 {"label": at_size, "instance": at_size}, model.spec, use_ema=True)
     expected = np.round((np.clip(np.asarray(expected), -1, 1) + 1) * 127.5).astype(np.uint8)
     np.testing.assert_array_equal(generate.generate(model, at_size), expected)
     with pytest.raises(ValueError, match=r"id\(s\) \[40\]"):
@@ -143,8 +147,8 @@ def test_ema_follows_its_recurrence_and_generate_uses_it(tmp_path):
     from data_pipelines import pipeline, sources
     from synth import generate
 
-    decay = 0.5
-    config = tiny(ema_decay=decay, num_steps=2, checkpoint_every=2)
+    decay = EMA_DECAY
+    config = tiny()
     trainer = loop.Trainer(config, str(tmp_path))
     state = trainer.initial_state()
     assert_trees_equal(state["ema_g"], state["g"]["params"])  # EMA starts at the initial generator
