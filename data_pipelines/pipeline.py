@@ -210,13 +210,20 @@ def train_dataset(source: Source, pp: Preprocess, global_batch: int, *, seed: in
 
 
 def eval_dataset(source: Source, pp: Preprocess, global_batch: int, *, process_index: int | None = None,
-                 process_count: int | None = None, with_image: bool = True, num_parallel_calls: int = 2):
-    """Every example exactly once over all hosts; padded entries carry `mask` False and `index` -1."""
+                 process_count: int | None = None, with_image: bool = True, num_parallel_calls: int = 2,
+                 indices=None):
+    """Every example (or every one of `indices`, in that order) exactly once over all hosts; padded entries
+    carry `mask` False and `index` -1."""
     tf = _tf()
     if process_index is None:
         process_index, process_count = _jax_process()
     local_batch = _local_batch(global_batch, process_count)
-    shares = np.array_split(np.arange(source.num_examples), process_count)
+    if indices is None:
+        indices = np.arange(source.num_examples)
+    indices = np.asarray(indices, np.int64)
+    if indices.size and (indices.min() < 0 or indices.max() >= source.num_examples):
+        raise ValueError(f"indices must lie in 0..{source.num_examples - 1} for the {source.split} split.")
+    shares = np.array_split(indices, process_count)
     steps = -(-max(len(s) for s in shares) // local_batch)
     mine = shares[process_index]
     padded = np.full(steps * local_batch, -1, np.int64)

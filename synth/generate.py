@@ -21,7 +21,7 @@ from data_pipelines import labels as labels_lib
 from data_pipelines.sources import DatasetSpec
 from synth import models
 from synth.layers import bilinear_resize, nearest_resize
-from synth.training import checkpoint, gan_step, optimizers
+from synth.training import checkpoint, gan_step, imle_step, optimizers
 from synth.training import state as state_lib
 
 
@@ -45,10 +45,16 @@ def load(checkpoint_dir: str, *, step: int | None = None) -> Model:
     spec = DatasetSpec.from_summary(meta["dataset"])
     height, width = image_size(config.data)
     system = models.build(config.model, height, width)
-    tx_g, tx_d = optimizers.adam(config.optim, config.train, "g"), optimizers.adam(config.optim, config.train, "d")
-    abstract = jax.eval_shape(lambda r: state_lib.init_state(
-        system, tx_g, tx_d, r, batch_size=1, height=height, width=width, semantic_nc=spec.semantic_nc,
-        z_dim=config.model.z_dim, ema=config.train.ema_decay > 0), jax.random.key(0))
+    if system.paradigm == "imle":
+        abstract = jax.eval_shape(lambda r: imle_step.init_state(
+            system.generator, imle_step.adam(config.optim), r, height=height, width=width,
+            semantic_nc=spec.semantic_nc, pool_size=config.imle.pool_size), jax.random.key(0))
+    else:
+        tx_g = optimizers.adam(config.optim, config.train, "g")
+        tx_d = optimizers.adam(config.optim, config.train, "d")
+        abstract = jax.eval_shape(lambda r: state_lib.init_state(
+            system, tx_g, tx_d, r, batch_size=1, height=height, width=width, semantic_nc=spec.semantic_nc,
+            z_dim=config.model.z_dim, ema=config.train.ema_decay > 0), jax.random.key(0))
     with checkpoint.Checkpointer(checkpoint_dir, keep=None, async_save=False) as ckpt:
         state = ckpt.restore(abstract, step=meta["step"])
     keep = {k: state[k] for k in ("g", "e", "ema_g") if k in state}
@@ -71,13 +77,32 @@ def _as_ids(label_map, spec: DatasetSpec) -> np.ndarray:
     return ids
 
 
-def generate(model: Model | str, label_map, *, instance=None, z=None, rng=None, use_ema: bool = True,
-             bn_stats: str = "running") -> np.ndarray:
+def sample_noise(model: Model, rng, n: int = 1) -> jnp.ndarray:
+    """n per-pixel noise maps [n, H, W, c] at the model's size for noise-driven models (conditional IMLE)."""
+    c = model.system.noise_channels
+    if not c:
+        raise ValueError(f"A {model.config.model.name} model takes no noise map.")
+    return jax.random.normal(rng, (n, model.height, model.width, c))
+
+
+def samples(model: Model | str, label_map, n: int, rng) -> np.ndarray:
+    """n diverse samples [n, H, W, 3] uint8 of one layout (fresh noise each, as the paper's test script)."""
+    model = load(model) if isinstance(model, str) else model
+    ids = _as_ids(label_map, model.spec)
+    if ids.shape[0] != 1:
+        raise ValueError(f"samples() takes one layout, got {ids.shape[0]}.")
+    return generate(model, np.repeat(ids, n, 0), noise=sample_noise(model, rng, n))
+
+
+def generate(model: Model | str, label_map, *, instance=None, z=None, noise=None, rng=None,
+             use_ema: bool = True, bn_stats: str = "running") -> np.ndarray:
     """uint8 [B,H,W,3] images for label maps, at the label maps' own size.
 
     `instance`: instance-id maps for models with the edge channel; without them, the label map stands in
     (edges then follow class boundaries only). `z`: style codes [B, z_dim] for VAE models, else drawn from
-    N(0, 1) with `rng`.
+    N(0, 1) with `rng`. `noise`: noise maps of noise-driven models (conditional IMLE), [B, H, W, c] at the
+    model's size, or one map [H, W, c] held across all B layouts (the paper's video experiment; see
+    `sample_noise` and `synth.imle.interpolate_codes`); else drawn with `rng`.
     """
     if isinstance(model, str):
         model = load(model)
@@ -87,6 +112,10 @@ def generate(model: Model | str, label_map, *, instance=None, z=None, rng=None, 
     batch = {"label": jnp.asarray(ids, jnp.int32), "instance": jnp.asarray(inst, jnp.int32)}
     target = (model.height, model.width)
     batch = {k: nearest_resize(v[..., None], target)[..., 0] for k, v in batch.items()}
+    if model.system.paradigm == "imle":
+        images = _generate_from_noise(model, batch, noise, rng)
+        images = bilinear_resize(images, size)
+        return np.asarray(jnp.round((jnp.clip(images, -1, 1) + 1) * 127.5)).astype(np.uint8)
     state = dict(model.state)
     if not use_ema:
         state.pop("ema_g", None)
@@ -101,3 +130,20 @@ def generate(model: Model | str, label_map, *, instance=None, z=None, rng=None, 
         seg, z, train=False, bn_stats=bn_stats)
     images = bilinear_resize(images, size)
     return np.asarray(jnp.round((jnp.clip(images, -1, 1) + 1) * 127.5)).astype(np.uint8)
+
+
+def _generate_from_noise(model: Model, batch: dict, noise, rng) -> jnp.ndarray:
+    b = batch["label"].shape[0]
+    shape = (model.height, model.width, model.system.noise_channels)
+    if noise is None:
+        if rng is None:
+            raise ValueError("This model samples a noise map: pass rng (or noise).")
+        noise = sample_noise(model, rng, b)
+    noise = jnp.asarray(noise, jnp.float32)
+    if noise.shape == shape:
+        noise = jnp.broadcast_to(noise, (b,) + shape)
+    if noise.shape != (b,) + shape:
+        raise ValueError(f"noise must be {shape} or {(b,) + shape} for {b} layout(s) at the model's size, "
+                         f"got {noise.shape}.")
+    seg = gan_step.make_semantics(model.spec)(batch)
+    return model.system.generator.apply({"params": model.state["g"]["params"]}, seg, noise)

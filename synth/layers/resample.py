@@ -70,3 +70,76 @@ def _window_counts(h: int, w: int, window: int, stride: int, padding: int) -> np
         return np.minimum(starts + window, n) - np.maximum(starts, 0)
 
     return (counts(h)[:, None] * counts(w)[None, :])[None, :, :, None].astype(np.float32)
+
+
+# ------------------------------------------------------------------------------- TensorFlow's resize semantics
+# The official conditional IMLE / CRN code (TensorFlow 1) resizes with `resize_area` and `resize_bilinear`.
+
+def _area_weights(out_size: int, in_size: int) -> np.ndarray:
+    """[out, in] weights of TF's area resize (align_corners=False): output cell o covers input
+    [o * s, (o + 1) * s) with s = in/out; each input cell weighs its overlap, and the sum is divided by s."""
+    scale = in_size / out_size
+    lo = np.arange(out_size)[:, None] * scale
+    cells = np.arange(in_size)[None, :]
+    overlap = np.minimum(cells + 1, lo + scale) - np.maximum(cells, lo)
+    return (np.maximum(overlap, 0) / scale).astype(np.float32)
+
+
+def _area_axis(x: jnp.ndarray, axis: int, out_size: int) -> jnp.ndarray:
+    in_size = x.shape[axis]
+    if out_size == in_size:
+        return x
+    if in_size % out_size == 0:  # whole blocks: a reshape-mean, no weight matrix
+        f = in_size // out_size
+        shape = x.shape[:axis] + (out_size, f) + x.shape[axis + 1:]
+        return x.reshape(shape).mean(axis=axis + 1)
+    weights = jnp.asarray(_area_weights(out_size, in_size), x.dtype)
+    spec = "bhwc,oh->bowc" if axis == 1 else "bhwc,ow->bhoc"
+    return jnp.einsum(spec, x, weights, precision=jax.lax.Precision.HIGHEST)
+
+
+def area_resize(x: jnp.ndarray, size: tuple[int, int]) -> jnp.ndarray:
+    """NHWC area resize as TF's `tf.image.resize(method='area')` (= v1 `resize_area`, align_corners=False):
+    each output pixel is the area-weighted mean of the input pixels its footprint covers. Separable."""
+    return _area_axis(_area_axis(x, 1, size[0]), 2, size[1])
+
+
+def _tf_linear_weights(out_size: int, in_size: int, align_corners: bool):
+    # TF's legacy scaler, in float32 as in the kernel: src = dst * scale, with
+    # scale = (in - 1) / (out - 1) when aligning corners, else in / out (half_pixel_centers=False).
+    if align_corners and out_size > 1:
+        scale = np.float32(in_size - 1) / np.float32(out_size - 1)
+    else:
+        scale = np.float32(in_size) / np.float32(out_size)
+    src = np.arange(out_size, dtype=np.float32) * scale
+    i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+    i1 = np.minimum(i0 + 1, in_size - 1)
+    frac = (src - i0).astype(np.float32)
+    return i0, i1, frac
+
+
+def _tf_bilinear(x: jnp.ndarray, size: tuple[int, int], align_corners: bool) -> jnp.ndarray:
+    h, w = x.shape[1:3]
+    if (h, w) == tuple(size):
+        return x
+    y0, y1, fy = _tf_linear_weights(size[0], h, align_corners)
+    x0, x1, fx = _tf_linear_weights(size[1], w, align_corners)
+    fy = jnp.asarray(fy, x.dtype)[None, :, None, None]
+    fx = jnp.asarray(fx, x.dtype)[None, None, :, None]
+    rows = x[:, y0] * (1 - fy) + x[:, y1] * fy
+    return rows[:, :, x0] * (1 - fx) + rows[:, :, x1] * fx
+
+
+def bilinear_resize_align_corners(x: jnp.ndarray, size: tuple[int, int]) -> jnp.ndarray:
+    """NHWC bilinear resize with corner pixels aligned: TF1 `resize_bilinear(align_corners=True)`, torch
+    `F.interpolate(mode='bilinear', align_corners=True)`. No antialias, also when downsampling."""
+    return _tf_bilinear(x, size, align_corners=True)
+
+
+def bilinear_resize_tf1(x: jnp.ndarray, size: tuple[int, int]) -> jnp.ndarray:
+    """TF1's default `resize_bilinear(align_corners=False, half_pixel_centers=False)`: src = dst * in/out.
+
+    Downsampling by an integer factor f therefore just picks every f-th pixel (`x[:, ::f, ::f]`), with no
+    averaging; the official cIMLE code downsamples its noise code this way.
+    """
+    return _tf_bilinear(x, size, align_corners=False)

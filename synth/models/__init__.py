@@ -6,7 +6,9 @@ import dataclasses
 
 import flax.linen as nn
 
+from synth.models import crn
 from synth.models.ccfpse import CCFPSEGenerator
+from synth.models.crn import CRNGenerator
 from synth.models.discriminators import MultiscaleDiscriminator, NLayerDiscriminator
 from synth.models.encoder import ConvEncoder
 from synth.models.fpse import FPSEDiscriminator
@@ -18,8 +20,14 @@ class System:
     """The networks of one synthesis system; `encoder` is None without a VAE."""
 
     generator: nn.Module
-    discriminator: nn.Module
+    discriminator: nn.Module | None  # None for systems not trained adversarially (conditional IMLE)
     encoder: nn.Module | None
+    paradigm: str = "gan"  # how it trains: "gan" (training/gan_step.py) or "imle" (training/imle_step.py)
+
+    @property
+    def noise_channels(self) -> int:
+        """Channels of the per-pixel noise map the generator takes (0: it takes a style code z or nothing)."""
+        return int(getattr(self.generator, "num_noise", 0)) if self.paradigm == "imle" else 0
 
 
 def _spade(m, height: int, width: int) -> System:
@@ -44,7 +52,12 @@ def _ccfpse(m, height: int, width: int) -> System:
     return System(generator, discriminator, encoder)
 
 
-BUILDERS = {"spade": _spade, "ccfpse": _ccfpse}
+def _crn(m, height: int, width: int) -> System:
+    return System(crn.build(m, height, width), None, None, paradigm="imle")
+
+
+BUILDERS = {"spade": _spade, "ccfpse": _ccfpse, "crn": _crn}
+IMLE_MODELS = frozenset({"crn"})  # trained by training/imle_step.py; the rest by the GAN step
 
 
 def build(model_config, height: int, width: int) -> System:
@@ -53,5 +66,5 @@ def build(model_config, height: int, width: int) -> System:
     return BUILDERS[model_config.name](model_config, height, width)
 
 
-__all__ = ["BUILDERS", "CCFPSEGenerator", "ConvEncoder", "FPSEDiscriminator", "MultiscaleDiscriminator",
+__all__ = ["BUILDERS", "IMLE_MODELS", "CCFPSEGenerator", "CRNGenerator", "ConvEncoder", "FPSEDiscriminator", "MultiscaleDiscriminator",
            "NLayerDiscriminator", "SPADEGenerator", "SPADEResnetBlock", "System", "build", "latent_size"]

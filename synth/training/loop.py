@@ -49,29 +49,37 @@ def image_size(data) -> tuple[int, int]:
     return size
 
 
+def load_feature_net(name: str, path: str | None, layers: tuple[str, ...], *, role: str, paper_network: str):
+    """A VGG variant's feature module and variables for `role`, and a note when it is not `paper_network`.
+
+    name 'random' keeps the paper's trunk structure (`paper_network` variant) with random weights."""
+    from synth.pretrained import vgg
+    if name == "random":
+        note = f"{role} used a randomly initialised {paper_network} VGG, not the paper's pretrained one"
+        log.warning("!" * 78 + "\n" + note.upper() + "\n" + "!" * 78)
+        variant = vgg.get_variant(paper_network)
+        last = max(layers, key=vgg.layer_names(variant.depth).index)
+        trunk = vgg.random_variables(jax.random.key(1234), paper_network, last)
+        return vgg.VGGFeatures(paper_network, layers), vgg.features_variables(trunk), note
+    variant = vgg.get_variant(name)
+    converted = vgg.load(name, path or None)
+    note = None
+    if variant.stands_in:
+        note = (f"{role} used the {variant.weights_file.description} ({converted.source}) in place of "
+                f"the paper's {paper_network} VGG-19")
+        log.warning("!" * 78 + "\n" + note.upper() + "\n" + "!" * 78)
+    log.info("%s: VGG variant %s from %s (sha256 %s)", role, name, converted.source, converted.source_sha256[:12])
+    return vgg.VGGFeatures(name, layers), vgg.features_variables(converted.variables), note
+
+
 def _feature_net(config):
     """The perceptual loss's feature network, its variables, and a note when it is not the paper's network."""
     if not config.loss.lambda_vgg:
         return None, None, None
     from synth.pretrained import vgg
-    name = config.loss.get("vgg", "torchvision")
     layers = tuple(config.loss.get("vgg_layers", vgg.VGG19_PERCEPTUAL_LAYERS))
-    if name == "random":
-        note = "perceptual loss used a randomly initialised VGG-19, not the paper's pretrained one"
-        log.warning("!" * 78 + "\nPERCEPTUAL LOSS USES A RANDOMLY INITIALISED VGG-19, NOT THE PRETRAINED NETWORK "
-                    "OF THE PAPER.\n" + "!" * 78)
-        trunk = vgg.random_variables(jax.random.key(1234), "torchvision", max(layers, key=vgg.VGG19_LAYERS.index))
-        return vgg.VGGFeatures("torchvision", layers), vgg.features_variables(trunk), note
-    variant = vgg.get_variant(name)
-    converted = vgg.load(name, config.loss.get("vgg_path") or None)
-    note = None
-    if variant.stands_in:
-        note = (f"perceptual loss used the {variant.weights_file.description} ({converted.source}) in place of "
-                "the paper's torchvision VGG-19")
-        log.warning("!" * 78 + "\n" + note.upper() + "\n" + "!" * 78)
-    log.info("Perceptual loss: VGG variant %s from %s (sha256 %s)", name, converted.source,
-             converted.source_sha256[:12])
-    return vgg.VGGFeatures(name, layers), vgg.features_variables(converted.variables), note
+    return load_feature_net(config.loss.get("vgg", "torchvision"), config.loss.get("vgg_path"), layers,
+                            role="perceptual loss", paper_network="torchvision")
 
 
 def _grid(label_rgb, real, fake) -> np.ndarray:
@@ -238,8 +246,16 @@ class Trainer:
         return {"state": state, **summary}
 
 
+def make_trainer(config, workdir: str, mesh=None):
+    """The trainer of the system's paradigm: `Trainer` (GAN) or `imle_loop.IMLETrainer`."""
+    if config.model.name in models.IMLE_MODELS:
+        from synth.training.imle_loop import IMLETrainer
+        return IMLETrainer(config, workdir, mesh)
+    return Trainer(config, workdir, mesh)
+
+
 def train_and_evaluate(config, workdir: str, *, stop_at: int | None = None) -> dict:
-    trainer = Trainer(config, workdir)
+    trainer = make_trainer(config, workdir)
     try:
         return trainer.run(stop_at)
     finally:

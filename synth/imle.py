@@ -1,0 +1,133 @@
+"""Conditional IMLE's distance and nearest-sample search (Li, Zhang & Malik, ICCV 2019).
+
+For every training layout, IMLE draws m latent codes, keeps the one whose output is nearest to the real
+image, and trains the generator to pull that output towards the image. The official code
+(`zth667/Diverse-Image-Synthesis-from-Semantic-Layout`, TF1) scores the m candidates one `sess.run` at a
+time; here the search is one compiled kernel over all K x m candidates (`nearest_codes`), scanned over
+chunks of codes so memory stays bounded, with the layout axis sharded over the mesh.
+
+A latent code is a PRNG key: its noise map is `code_noise(key)`, per-pixel i.i.d. N(0, 1) at full resolution
+with `num_noise` channels, as the official `np.random.randn`. Storing the key instead of the map makes the
+selected codes of a whole epoch a few bytes per image in a checkpoint, and the noise is the same on any host.
+
+The distance (official `G_loss`, the CRN-GTA balancing weights) on images in [-1, 1]:
+    d = mean(|x - y| * 127.5 * w) + sum_l lambda_l * mean(|VGG_l(x) - VGG_l(y)| * area_resize(w, l))
+over each sample's pixels and channels, with lambda = 1/1.4, 1/1.8, 1/1.3, 1/2.2, 10/0.62 at conv1_2 ..
+conv5_2 (after ReLU), and w the rarity mask of loss rebalancing (all ones without it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from synth.layers.resample import area_resize
+
+# train.py: p0 + p1/1.4 + p2/1.8 + p3/1.3 + p4/2.2 + p5*10/0.62 (CQFIO's GTA weights, not [1/32 .. 1]).
+CRN_GTA_LAYER_WEIGHTS = (("pixels", 1.0), ("relu1_2", 1 / 1.4), ("relu2_2", 1 / 1.8), ("relu3_2", 1 / 1.3),
+                         ("relu4_2", 1 / 2.2), ("relu5_2", 10 / 0.62))
+
+
+def code_noise(key_data: jnp.ndarray, shape: Sequence[int]) -> jnp.ndarray:
+    """The noise map [*shape] of one code (raw uint32 key data)."""
+    return jax.random.normal(jax.random.wrap_key_data(key_data), tuple(shape), jnp.float32)
+
+
+def candidate_codes(layout_keys: jnp.ndarray, j) -> jnp.ndarray:
+    """Key data of candidate `j` of every layout ([K, ...] key data in and out)."""
+    fold = lambda k: jax.random.key_data(jax.random.fold_in(jax.random.wrap_key_data(k), j))  # noqa: E731
+    return jax.vmap(fold)(layout_keys)
+
+
+@dataclasses.dataclass(frozen=True)
+class Distance:
+    """The layer-balanced distance of IMLE (module docstring); `features` maps [-1, 1] images to
+    {layer: activation} (a `VGGFeatures` module's apply with its variables bound by the caller)."""
+
+    layer_weights: tuple[tuple[str, float], ...] = CRN_GTA_LAYER_WEIGHTS
+
+    @property
+    def feature_layers(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.layer_weights if name != "pixels")
+
+    def terms(self, features: Callable, fake: jnp.ndarray, real: jnp.ndarray,
+              weights: jnp.ndarray | None = None) -> dict[str, jnp.ndarray]:
+        """{term: [B]} weighted per-sample terms; `weights` [B, H, W] (rarity mask) or None."""
+        b, h, w = fake.shape[:3]
+        if weights is None:
+            weights = jnp.ones((b, h, w), fake.dtype)
+        weights = weights[..., None]
+        feats = features(jnp.concatenate([fake, real], 0)) if self.feature_layers else {}
+        out = {}
+        for name, lam in self.layer_weights:
+            if name == "pixels":  # the official images are in 0..255: a difference of 1 in [-1, 1] is 127.5
+                diff, size = jnp.abs(fake - real) * 127.5, (h, w)
+            else:
+                f = feats[name]
+                diff, size = jnp.abs(f[:b] - f[b:]), f.shape[1:3]
+            mask = weights if tuple(size) == (h, w) else area_resize(weights, size)
+            out[name] = lam * jnp.mean(diff * mask, axis=(1, 2, 3))
+        return out
+
+    def __call__(self, features: Callable, fake, real, weights=None) -> jnp.ndarray:
+        return sum(self.terms(features, fake, real, weights).values())
+
+
+def nearest_codes(generate: Callable, distance: Callable, seg: jnp.ndarray, real: jnp.ndarray,
+                  weights: jnp.ndarray | None, layout_keys: jnp.ndarray, *, num_samples: int, chunk: int,
+                  noise_shape: Sequence[int], constrain: Callable = lambda x: x):
+    """The nearest of `num_samples` codes for each of K layouts, as one traceable computation.
+
+    generate(seg [N,...], noise [N,H,W,c]) -> images [N,H,W,3]; distance(fake, real, weights) -> [N].
+    Candidate j of layout i is `candidate_codes(layout_keys, j)[i]`. Codes are scanned `chunk` at a time
+    (K * chunk generator and feature forwards per iteration: that bounds memory). `constrain` is applied to
+    every [K * chunk, ...] batch (a sharding constraint on the layout axis, under a mesh).
+    Returns (best code key data [K, ...], best index [K], distances [K, num_samples]).
+    """
+    k = seg.shape[0]
+    chunks = -(-num_samples // chunk)
+    rep = lambda x: None if x is None else constrain(jnp.repeat(x, chunk, axis=0))  # noqa: E731
+    seg_c, real_c, weights_c = rep(seg), rep(real), rep(weights)
+
+    def one_chunk(_, j0):
+        js = j0 + jnp.arange(chunk)
+        codes = jax.vmap(lambda j: candidate_codes(layout_keys, j), out_axes=1)(js)  # [K, chunk, ...]
+        flat = codes.reshape((k * chunk,) + codes.shape[2:])
+        noise = constrain(jax.vmap(lambda c: code_noise(c, noise_shape))(flat))
+        d = distance(generate(seg_c, noise), real_c, weights_c).reshape(k, chunk)
+        return None, jnp.where(js < num_samples, d, jnp.inf)
+
+    _, d = jax.lax.scan(one_chunk, None, jnp.arange(chunks) * chunk)  # [chunks, K, chunk]
+    d = jnp.moveaxis(d, 0, 1).reshape(k, chunks * chunk)[:, :num_samples]
+    best = jnp.argmin(d, axis=1)
+    best_codes = jax.vmap(lambda key, j: candidate_codes(key[None], j)[0])(layout_keys, best)
+    return best_codes, best, d
+
+
+def nearest_codes_loop(generate_one: Callable, distance_one: Callable, seg, real, weights, layout_keys, *,
+                       num_samples: int, noise_shape: Sequence[int]):
+    """The official way, for reference and benchmarks: one jitted single forward per candidate, argmin on
+    the host. `generate_one` / `distance_one` are the jitted batch-of-one functions."""
+    layout_keys = np.asarray(layout_keys)
+    best, dists = [], []
+    for i in range(seg.shape[0]):
+        row = []
+        for j in range(num_samples):
+            code = candidate_codes(jnp.asarray(layout_keys[i:i + 1]), j)
+            noise = code_noise(code[0], noise_shape)[None]
+            fake = generate_one(seg[i:i + 1], noise)
+            w = None if weights is None else weights[i:i + 1]
+            row.append(float(distance_one(fake, real[i:i + 1], w)[0]))
+        dists.append(row)
+        best.append(int(np.argmin(row)))
+    return np.asarray(best), np.asarray(dists)
+
+
+def interpolate_codes(a: jnp.ndarray, b: jnp.ndarray, steps: int) -> jnp.ndarray:
+    """Noise maps on the segment from `a` to `b` ([steps, *a.shape]); the paper's interpolation figures."""
+    t = jnp.linspace(0.0, 1.0, steps).reshape((steps,) + (1,) * a.ndim)
+    return (1 - t) * a[None] + t * b[None]
