@@ -6,7 +6,7 @@ steps of batch 8; 8 epochs with the re-initialisation at epoch 3 (official: 400 
 1, 16 epochs, epoch 6); the distance uses the embedded HED VGG-16 (relu*_2; a stand-in for the MatConvNet
 VGG-19, stated in the logs and results). The rarity classes cycled are the 5 largest by pixel count.
 
-Arguments (comma separated): `tiny` (tests: 32x32, widths 4, 2 epochs of 3 steps), `uniform` (no data or
+Arguments (comma separated): `tiny` (tests: 32x32, widths 4, 2 epochs of 3 steps, distance to relu2_2), `uniform` (no data or
 loss rebalancing), `random_vgg` (random-weight distance network: no files at all, fast).
 """
 
@@ -36,7 +36,8 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
     if "tiny" in parts:
         config.model.update(widths=(4,), noise_width=4, num_noise=2)
         config.data.scenes.update(height=32, width=32, num_train=96, num_val=8)
-        config.imle.update(pool_size=8, num_samples=3, inner_steps=3, reinit_epoch=1, chunk=2, select_batch=8)
+        config.imle.update(pool_size=8, num_samples=3, inner_steps=3, reinit_epoch=1, chunk=2, select_batch=8,
+                           layer_weights=config.imle.layer_weights[:3])  # pixels, relu1_2, relu2_2
         config.train.update(batch_size=8, num_steps=6, log_every=3, image_every=6, checkpoint_every=3,
                             eval_batches=1)
     return config

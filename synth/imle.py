@@ -54,51 +54,65 @@ class Distance:
     def feature_layers(self) -> tuple[str, ...]:
         return tuple(name for name, _ in self.layer_weights if name != "pixels")
 
-    def terms(self, features: Callable, fake: jnp.ndarray, real: jnp.ndarray,
-              weights: jnp.ndarray | None = None) -> dict[str, jnp.ndarray]:
-        """{term: [B]} weighted per-sample terms; `weights` [B, H, W] (rarity mask) or None."""
-        b, h, w = fake.shape[:3]
-        if weights is None:
-            weights = jnp.ones((b, h, w), fake.dtype)
-        weights = weights[..., None]
-        feats = features(jnp.concatenate([fake, real], 0)) if self.feature_layers else {}
+    def embed(self, features: Callable, images: jnp.ndarray) -> dict[str, jnp.ndarray]:
+        """What the distance compares: the images in 0..255 units and their features."""
+        out = dict(features(images)) if self.feature_layers else {}
+        out["pixels"] = images * 127.5  # the official images are in 0..255
+        return out
+
+    def compare(self, fake: dict, real: dict, weights: jnp.ndarray | None = None) -> dict[str, jnp.ndarray]:
+        """{term: [...]} per-sample weighted terms of two embeddings [..., h, w, c] (leading axes broadcast);
+        `weights` [..., H, W] (the rarity mask) or None."""
         out = {}
         for name, lam in self.layer_weights:
-            if name == "pixels":  # the official images are in 0..255: a difference of 1 in [-1, 1] is 127.5
-                diff, size = jnp.abs(fake - real) * 127.5, (h, w)
-            else:
-                f = feats[name]
-                diff, size = jnp.abs(f[:b] - f[b:]), f.shape[1:3]
-            mask = weights if tuple(size) == (h, w) else area_resize(weights, size)
-            out[name] = lam * jnp.mean(diff * mask, axis=(1, 2, 3))
+            diff = jnp.abs(fake[name] - real[name])
+            if weights is not None:
+                lead, size = weights.shape[:-2], diff.shape[-3:-1]
+                mask = weights[..., None]
+                if tuple(size) != weights.shape[-2:]:
+                    flat = mask.reshape((-1,) + mask.shape[-3:])
+                    mask = area_resize(flat, size).reshape(lead + tuple(size) + (1,))
+                diff = diff * mask
+            out[name] = lam * jnp.mean(diff, axis=(-3, -2, -1))
         return out
+
+    def terms(self, features: Callable, fake: jnp.ndarray, real: jnp.ndarray,
+              weights: jnp.ndarray | None = None) -> dict[str, jnp.ndarray]:
+        """{term: [B]} for fake and real images [B, H, W, 3] (one feature pass over both, as the trainer)."""
+        b = fake.shape[0]
+        emb = self.embed(features, jnp.concatenate([fake, real], 0))
+        return self.compare({k: v[:b] for k, v in emb.items()}, {k: v[b:] for k, v in emb.items()}, weights)
 
     def __call__(self, features: Callable, fake, real, weights=None) -> jnp.ndarray:
         return sum(self.terms(features, fake, real, weights).values())
 
 
-def nearest_codes(generate: Callable, distance: Callable, seg: jnp.ndarray, real: jnp.ndarray,
-                  weights: jnp.ndarray | None, layout_keys: jnp.ndarray, *, num_samples: int, chunk: int,
-                  noise_shape: Sequence[int], constrain: Callable = lambda x: x):
+def nearest_codes(generate: Callable, distance: Distance, features: Callable, seg: jnp.ndarray,
+                  real: jnp.ndarray, weights: jnp.ndarray | None, layout_keys: jnp.ndarray, *, num_samples: int,
+                  chunk: int, noise_shape: Sequence[int], constrain: Callable = lambda x: x):
     """The nearest of `num_samples` codes for each of K layouts, as one traceable computation.
 
-    generate(seg [N,...], noise [N,H,W,c]) -> images [N,H,W,3]; distance(fake, real, weights) -> [N].
+    generate(seg [N,...], noise [N,H,W,c]) -> images [N,H,W,3]; `distance` with its `features` scores them.
     Candidate j of layout i is `candidate_codes(layout_keys, j)[i]`. Codes are scanned `chunk` at a time
-    (K * chunk generator and feature forwards per iteration: that bounds memory). `constrain` is applied to
-    every [K * chunk, ...] batch (a sharding constraint on the layout axis, under a mesh).
+    (K * chunk generator and feature forwards per iteration: that bounds memory); the real images' features
+    are computed once, not once per candidate as in the official loop. `constrain` is applied to every
+    [K * chunk, ...] batch (a sharding constraint on the layout axis, under a mesh).
     Returns (best code key data [K, ...], best index [K], distances [K, num_samples]).
     """
     k = seg.shape[0]
     chunks = -(-num_samples // chunk)
-    rep = lambda x: None if x is None else constrain(jnp.repeat(x, chunk, axis=0))  # noqa: E731
-    seg_c, real_c, weights_c = rep(seg), rep(real), rep(weights)
+    seg_c = constrain(jnp.repeat(seg, chunk, axis=0))
+    real_emb = {n: v[:, None] for n, v in distance.embed(features, real).items()}  # [K, 1, h, w, c]
+    w = None if weights is None else weights[:, None]
 
     def one_chunk(_, j0):
         js = j0 + jnp.arange(chunk)
         codes = jax.vmap(lambda j: candidate_codes(layout_keys, j), out_axes=1)(js)  # [K, chunk, ...]
         flat = codes.reshape((k * chunk,) + codes.shape[2:])
         noise = constrain(jax.vmap(lambda c: code_noise(c, noise_shape))(flat))
-        d = distance(generate(seg_c, noise), real_c, weights_c).reshape(k, chunk)
+        fake_emb = distance.embed(features, generate(seg_c, noise))
+        fake_emb = {n: v.reshape((k, chunk) + v.shape[1:]) for n, v in fake_emb.items()}
+        d = sum(distance.compare(fake_emb, real_emb, w).values())  # [K, chunk]
         return None, jnp.where(js < num_samples, d, jnp.inf)
 
     _, d = jax.lax.scan(one_chunk, None, jnp.arange(chunks) * chunk)  # [chunks, K, chunk]

@@ -32,14 +32,16 @@ def kernel_setup():
     weights = jax.random.uniform(jax.random.key(4), (8, H, W), minval=0.1, maxval=1.0)
     keys = jax.vmap(lambda i: jax.random.key_data(jax.random.fold_in(jax.random.key(5), i)))(jnp.arange(8))
     distance = imle.Distance(LAYERS)
+    features = lambda x: fnet.apply(fparams, x)  # noqa: E731
     generate = lambda s, n: gen.apply({"params": params}, s, n)  # noqa: E731
-    dist = lambda f, r, w: distance(lambda x: fnet.apply(fparams, x), f, r, w)  # noqa: E731
-    return dict(generate=generate, dist=dist, seg=seg, real=real, weights=weights, keys=keys)
+    dist = lambda f, r, w: distance(features, f, r, w)  # noqa: E731
+    return dict(generate=generate, dist=dist, distance=distance, features=features, seg=seg, real=real,
+                weights=weights, keys=keys)
 
 
 def search(s, *, chunk, num_samples=5, constrain=lambda x: x):
     fn = jax.jit(lambda seg, real, w, keys: imle.nearest_codes(
-        s["generate"], s["dist"], seg, real, w, keys, num_samples=num_samples, chunk=chunk,
+        s["generate"], s["distance"], s["features"], seg, real, w, keys, num_samples=num_samples, chunk=chunk,
         noise_shape=(H, W, 2), constrain=constrain))
     return fn(s["seg"], s["real"], s["weights"], s["keys"])
 
@@ -61,7 +63,8 @@ def test_vectorized_search_returns_what_the_per_sample_loop_returns(kernel_setup
     np.testing.assert_array_equal(np.asarray(best1), ref_best)
     mesh = sharding.make_mesh()
     by_batch = sharding.batch_sharding(mesh)
-    sharded = {k: jax.device_put(v, by_batch) if k in ("seg", "real", "weights", "keys") else v for k, v in s.items()}
+    sharded = {k: jax.device_put(v, by_batch) if k in ("seg", "real", "weights", "keys") else v
+               for k, v in s.items()}
     _, best8, dists8 = search(sharded, chunk=2, constrain=lambda x: jax.lax.with_sharding_constraint(x, by_batch))
     np.testing.assert_array_equal(np.asarray(best8), ref_best)
     np.testing.assert_allclose(np.asarray(dists8), ref_dists, rtol=1e-5)

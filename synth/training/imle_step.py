@@ -77,10 +77,10 @@ def make_select(generator, distance: imle.Distance, feature_net, spec, *, num_sa
         seg = to_semantics(batch)
         features = feature_fn(feature_net, feature_params)
         generate = lambda s, noise: generator.apply({"params": params}, s, noise)  # noqa: E731
-        dist = lambda fake, real, w: distance(features, fake, real, w)  # noqa: E731
         shape = seg.shape[1:3] + (generator.num_noise,)
-        return imle.nearest_codes(generate, dist, seg, batch["image"], batch.get("weights"), layout_keys,
-                                  num_samples=num_samples, chunk=chunk, noise_shape=shape, constrain=constrain)
+        return imle.nearest_codes(generate, distance, features, seg, batch["image"], batch.get("weights"),
+                                  layout_keys, num_samples=num_samples, chunk=chunk, noise_shape=shape,
+                                  constrain=constrain)
 
     return select
 
