@@ -36,6 +36,8 @@ class ClassTable:
       ignore_id: the id of "don't care" pixels after remapping.
       contain_dontcare: whether models give ignore pixels their own one-hot channel (SPADE's
         `--contain_dontcare_label`); otherwise their one-hot is all zeros.
+      unknown_colour_to_ignore: palette labels only: a colour that is not in `colours` decodes to
+        `ignore_id` instead of raising (conditional IMLE's GTA-5 reads every other colour as "other").
     """
 
     name: str
@@ -44,6 +46,7 @@ class ClassTable:
     raw_to_id: np.ndarray
     ignore_id: int = DEFAULT_IGNORE_ID
     contain_dontcare: bool = False
+    unknown_colour_to_ignore: bool = False
 
     def __post_init__(self):
         if len(self.colours) != self.num_classes:
@@ -88,14 +91,15 @@ class ClassTable:
         """A JSON-able description, stored with checkpoints so a model knows its classes."""
         return {"name": self.name, "class_names": list(self.class_names), "colours": self.colours.tolist(),
                 "ignore_id": self.ignore_id, "contain_dontcare": self.contain_dontcare,
-                "raw_to_id": self.raw_to_id.tolist()}
+                "raw_to_id": self.raw_to_id.tolist(), "unknown_colour_to_ignore": self.unknown_colour_to_ignore}
 
     @classmethod
     def from_summary(cls, d: dict) -> "ClassTable":
         return cls(name=d["name"], class_names=tuple(d["class_names"]),
                    colours=np.asarray(d["colours"], np.uint8),
                    raw_to_id=np.asarray(d["raw_to_id"], np.int32), ignore_id=int(d["ignore_id"]),
-                   contain_dontcare=bool(d["contain_dontcare"]))
+                   contain_dontcare=bool(d["contain_dontcare"]),
+                   unknown_colour_to_ignore=bool(d.get("unknown_colour_to_ignore", False)))
 
     def colourise(self, ids: np.ndarray) -> np.ndarray:
         """Class ids -> RGB; ignore and unknown ids draw black."""
@@ -181,6 +185,15 @@ def cityscapes_train_ids() -> ClassTable:
     return ClassTable("cityscapes_train_ids", tuple(l.name for l in labels),
                       np.array([l.color for l in labels], np.uint8),
                       np.where(np.arange(256) < 34, cityscapes_label_to_train_id(), INVALID).astype(np.int32))
+
+
+@functools.lru_cache(maxsize=None)
+def gta5() -> ClassTable:
+    """GTA-5 as conditional IMLE reads it (helper.get_semantic_map, train.py:177-178): colour labels in the
+    Cityscapes trainId palette, 19 classes by exact colour; every other colour is "other", i.e. ignore with
+    its own dontcare channel (index 19), so the semantic input has 20 channels as in the official code."""
+    return dataclasses.replace(cityscapes_train_ids(), name="gta5", contain_dontcare=True,
+                               unknown_colour_to_ignore=True)
 
 
 # --- ADE20K (SceneParsing, 150 classes) -----------------------------------------------------------------
@@ -283,8 +296,8 @@ def custom(num_classes: int, *, ignore_id: int = DEFAULT_IGNORE_ID, class_names:
     return ClassTable("custom", names, cols, raw, ignore_id=ignore_id, contain_dontcare=contain_dontcare)
 
 
-TABLES = {"cityscapes": cityscapes, "cityscapes_train_ids": cityscapes_train_ids, "ade20k": ade20k,
-          "coco_stuff": coco_stuff, "scenes": scenes}
+TABLES = {"cityscapes": cityscapes, "cityscapes_train_ids": cityscapes_train_ids, "gta5": gta5,
+          "ade20k": ade20k, "coco_stuff": coco_stuff, "scenes": scenes}
 
 
 def get_table(name: str) -> ClassTable:
@@ -321,7 +334,11 @@ def read_index(path: str) -> np.ndarray:
 
 
 def read_palette(path: str, table: ClassTable) -> np.ndarray:
-    """An RGB colour-coded label -> class ids via `table.colours`; unknown colours are an error."""
+    """An RGB colour-coded label -> class ids via `table.colours`.
+
+    Black is `ignore_id` when it is not a class colour; any other unknown colour is an error, unless the
+    table has `unknown_colour_to_ignore`, which makes it `ignore_id` too.
+    """
     rgb = np.asarray(_open(path).convert("RGB"))
     key = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
     colour_keys = (table.colours[:, 0].astype(np.int32) << 16) | (table.colours[:, 1].astype(np.int32) << 8) \
@@ -336,6 +353,9 @@ def read_palette(path: str, table: ClassTable) -> np.ndarray:
     if ignore_colour is not None:
         ids[ignore_colour] = table.ignore_id
         found = found | ignore_colour
+    if table.unknown_colour_to_ignore:
+        ids[~found] = table.ignore_id
+        found[...] = True
     if not found.all():
         bad = np.unique(key[~found])[:5]
         shown = ", ".join(f"({k >> 16}, {(k >> 8) & 255}, {k & 255})" for k in bad)

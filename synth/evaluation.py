@@ -129,7 +129,8 @@ def run_scenes_v1(model, protocol: Protocol, out_dir: str, *, real_images: int |
     segmenter = scene_segmenter.get(h, w, steps=segmenter_steps)
     indices = list(scenes.SceneSplits().indices("validation"))[:n]
     key = jax.random.key(protocol.seed)
-    sampled = model.system.encoder is not None  # only VAE models draw a code per sample
+    # VAE and noise-map (IMLE) models draw a code per sample; the others are deterministic given the layout
+    sampled = model.system.encoder is not None or model.system.noise_channels > 0
 
     real_stats, fake_stats = fid.FeatureStats(512), fid.FeatureStats(512)
     real_feats, fake_feats = [], []

@@ -46,13 +46,16 @@ class Preprocess:
         return dataclasses.replace(self, flip=False, load_size=self.crop_size)
 
 
-# SPADE's per-dataset defaults (data/*_dataset.py); configs may override any field.
+# SPADE's per-dataset defaults (data/*_dataset.py); configs may override any field. `gta5` is conditional
+# IMLE's GTA-5 (sources/gta5.py): its files are already 256x512 colour labels ('palette' by default).
 PRESETS = {
     "cityscapes": dict(table="cityscapes", use_instance=True,
                        preprocess=Preprocess("fixed", 512, 512, 2.0)),
     "ade20k": dict(table="ade20k", use_instance=False, preprocess=Preprocess("resize_and_crop", 286, 256)),
     "coco_stuff": dict(table="coco_stuff", use_instance=True,
                        preprocess=Preprocess("resize_and_crop", 286, 256)),
+    "gta5": dict(table="gta5", use_instance=False, label_encoding="palette",
+                 preprocess=Preprocess("fixed", 512, 512, 2.0)),
     "custom": dict(table=None, use_instance=False, preprocess=Preprocess("resize_and_crop", 286, 256)),
     "scenes": dict(table="scenes", use_instance=True, preprocess=Preprocess("none", 64, 64, 1.0)),
 }
@@ -107,7 +110,8 @@ def dataset_spec(data) -> DatasetSpec:
     use_instance = data.get("use_instance", None)
     if use_instance is None:
         use_instance = PRESETS[name]["use_instance"]
-    return DatasetSpec(name, table, bool(use_instance), data.get("label_encoding", "index"))
+    encoding = data.get("label_encoding", None) or PRESETS[name].get("label_encoding", "index")
+    return DatasetSpec(name, table, bool(use_instance), encoding)
 
 
 def preprocess_of(data) -> Preprocess:
@@ -162,6 +166,9 @@ def get_source(data, split: str) -> Source:
     elif data.name == "ade20k":
         from data_pipelines.sources import ade20k
         examples = ade20k.list_examples(root, split)
+    elif data.name == "gta5":
+        from data_pipelines.sources import gta5
+        examples = gta5.list_examples(root, split)
     elif data.name == "coco_stuff":
         from data_pipelines.sources import coco_stuff
         examples = coco_stuff.list_examples(root, split, with_instances=spec.use_instance)
