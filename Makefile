@@ -19,8 +19,10 @@ demo: $(STAMP)
 	$(BIN)/python -m synth.demo --workdir $(OUT)
 
 # The parity tests run in their own process: torch and TensorFlow in one process can crash.
+# Two workers, one test file each at a time (module fixtures stay in one process): XLA compiles on one
+# thread, and compilation is most of a cold run.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not parity" tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not parity" tests
 	@if $(BIN)/python -c "import torch, torchvision" 2>/dev/null; then $(BIN)/python -m pytest -q -m parity tests; \
 	else echo "parity tests not run: torch is not installed (make parity installs it)"; fi
 

@@ -23,7 +23,8 @@ def main(argv):
 
     if flags.FLAGS.distributed:
         jax.distributed.initialize()
-    jax.config.update("jax_compilation_cache_dir", os.path.expanduser("~/.cache/synth-jax"))
+    jax.config.update("jax_compilation_cache_dir",
+                      os.environ.get("SYNTH_JAX_CACHE", os.path.expanduser("~/.cache/synth-jax")))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     from synth.training.loop import configure_logging, train_and_evaluate
 

@@ -11,7 +11,7 @@ For K layouts and m codes each, three timings side by side in one process (media
   overhead = kernel / bare - 1.
 Peak memory: XLA's temp allocation of the compiled kernel and bare functions (`memory_analysis`).
 
-    python bench/imle_search.py [--settings tiny,full] [--repeats 3]
+    python bench/imle_search.py [--settings tiny,full] [--repeats 3] [--no-warmup]
 
 `tiny`: K 16, m 10, 64x64, the scenes_cimle CRN (widths 32/16, noise encoder 32) and VGG-19 (MatConvNet
 structure, random weights: the cost does not depend on them) to conv5_2. `full`: K 1, m 10, 256x512, the
@@ -43,8 +43,8 @@ SETTINGS = {
 }
 
 
-def timed(fn, repeats: int) -> tuple[float, object]:
-    out = jax.block_until_ready(fn())  # compile and warm up
+def timed(fn, repeats: int, warmup: bool = True) -> tuple[float, object]:
+    out = jax.block_until_ready(fn()) if warmup else None  # compile and warm up
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -53,11 +53,7 @@ def timed(fn, repeats: int) -> tuple[float, object]:
     return float(np.median(times)), out
 
 
-def temp_bytes(jitted, *args) -> int:
-    return int(jitted.lower(*args).compile().memory_analysis().temp_size_in_bytes)
-
-
-def bench(name: str, s: dict, repeats: int) -> dict:
+def bench(name: str, s: dict, repeats: int, warmup: bool = True) -> dict:
     k, m, h, w, chunk = s["k"], s["m"], s["h"], s["w"], s["chunk"]
     gen = CRNGenerator(height=h, width=w, widths=tuple(s["widths"]), num_noise=10, noise_width=s["noise_width"])
     seg = jax.nn.one_hot(jax.random.randint(jax.random.key(1), (k, h, w), 0, s["classes"]), s["classes"])
@@ -79,7 +75,8 @@ def bench(name: str, s: dict, repeats: int) -> dict:
     kernel = jax.jit(lambda p, fp, sg, r, wt, ks: imle.nearest_codes(
         lambda a, n: generate(p, a, n), distance, lambda x: fnet.apply(fp, x), sg, r, wt, ks,
         num_samples=m, chunk=chunk, noise_shape=shape))
-    t_kernel, (_, best, d) = timed(lambda: kernel(params, fparams, seg, real, weights, keys), repeats)
+    kernel = kernel.lower(params, fparams, seg, real, weights, keys).compile()  # compiled ahead, not timed
+    t_kernel, (_, best, d) = timed(lambda: kernel(params, fparams, seg, real, weights, keys), repeats, warmup)
 
     # bare: the K*m generator and VGG forwards at the kernel's batch size (plus the K real images' VGG
     # forward, which the kernel also pays once), noise given, nothing else
@@ -89,13 +86,17 @@ def bench(name: str, s: dict, repeats: int) -> dict:
     forwards = jax.jit(lambda p, fp, sg, nz: fnet.apply(fp, generate(p, sg, nz)))
     real_forward = jax.jit(lambda fp, r: fnet.apply(fp, r))
     seg_r = jnp.repeat(seg, chunk, axis=0)
+    forwards = forwards.lower(params, fparams, seg_r, noise[0]).compile()
+    real_forward = real_forward.lower(fparams, real).compile()
     t_bare, _ = timed(lambda: [real_forward(fparams, real)] + [forwards(params, fparams, seg_r, noise[c])
-                                                               for c in range(chunks)], repeats)
+                                                               for c in range(chunks)], repeats, warmup)
 
     one_gen = jax.jit(lambda sg, nz: generate(params, sg, nz))
     one_dist = jax.jit(lambda f, r, wt: dist(fparams, f, r, wt))
+    one_dist(one_gen(seg[:1], noise[0, :1]), real[:1], weights[:1])  # compile the loop's two functions
     t_loop, (best_loop, _) = timed(lambda: imle.nearest_codes_loop(
-        one_gen, one_dist, seg, real, weights, keys, num_samples=m, noise_shape=shape), max(1, repeats // 2))
+        one_gen, one_dist, seg, real, weights, keys, num_samples=m, noise_shape=shape), max(1, repeats // 2),
+        warmup)
 
     return {
         "setting": name, "K": k, "m": m, "size": [h, w], "chunk": chunk, "widths": list(s["widths"]),
@@ -103,8 +104,8 @@ def bench(name: str, s: dict, repeats: int) -> dict:
         "selection_overhead_vs_bare": round(t_kernel / t_bare - 1, 4),
         "speedup_vs_loop": round(t_loop / t_kernel, 2),
         "same_choice_as_loop": bool(np.array_equal(np.asarray(best), best_loop)),
-        "temp_bytes": {"kernel": temp_bytes(kernel, params, fparams, seg, real, weights, keys),
-                       "bare_forwards": temp_bytes(forwards, params, fparams, seg_r, noise[0])},
+        "temp_bytes": {"kernel": kernel.memory_analysis().temp_size_in_bytes,
+                       "bare_forwards": forwards.memory_analysis().temp_size_in_bytes},
         "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }
 
@@ -113,10 +114,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--settings", default="tiny")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-warmup", action="store_true",
+                        help="time the first (already compiled) call: for the full setting, minutes per call")
     args = parser.parse_args()
     out = {"device": str(jax.devices()[0]), "results": []}
     for name in args.settings.split(","):
-        out["results"].append(bench(name, SETTINGS[name], args.repeats))
+        out["results"].append(bench(name, SETTINGS[name], args.repeats, not args.no_warmup))
         print(json.dumps(out["results"][-1]), file=sys.stderr)
     print(json.dumps(out, indent=1))
 

@@ -3,8 +3,8 @@ without a VAE, each trained for the same wall-clock budget, then scored by the s
 9 samples per validation layout. Printed as JSON.
 
 The claims checked (issue: conditional IMLE): cIMLE covers more colour modes than SPADE without a VAE, and
-rebalancing raises the recall of the rare (lime) car colour. Training time excludes compilation, selection
-counts (it is part of IMLE's cost).
+rebalancing raises the recall of the rare (lime) car colour. The budget (`train.max_seconds`) counts from
+the first step, so it includes the step's compilation and, for IMLE, the code selection (part of its cost).
 
 Usage: python bench/scenes_diversity.py [--seconds 180] [--layouts 64] [--workdir DIR]
 """

@@ -27,7 +27,8 @@ def imle_settings(**overrides) -> mlc.ConfigDict:
         chunk=1, select_batch=1,  # the kernel's batching: K layouts x `chunk` codes per compiled iteration
         layer_weights=tuple(CRN_GTA_LAYER_WEIGHTS),
         rebalance_data=True, rebalance_loss=True, cycle_classes=(), cycle_largest=5,
-        rarity_min_images=68, rarity_skipped_score="image_max"))
+        rarity_min_images=68, rarity_skipped_score="image_max",
+        warm_start=""))  # a CRN TF checkpoint without noise to start from (official `gta_pretrained/`)
     imle.update(overrides)
     return imle
 

@@ -15,9 +15,10 @@ void column that synth/rarity.py appends at index num_classes); training draws f
 
 Deviations:
 - `imle.rarity_skipped_score='image_max'` (see configs/cimle_common.py and synth/rarity.py).
-- The official script restores `gta_pretrained/` (Chen & Koltun's CRN GTA model, converted by
-  preprocess_crn_model.py) before training when it exists; our IMLE trainer starts from random
-  initialisation (synth/convert/cimle_tf.py converts official checkpoints, but there is no warm start).
+- None for the start: like the official script, which restores `gta_pretrained/` (Chen & Koltun's CRN GTA
+  model, prepared by preprocess_crn_model.py) when it exists, `imle.warm_start=PATH` (a CRN TF checkpoint)
+  starts from it through synth/convert/crn_warm_start.py; empty (the default here) starts from random
+  initialisation, as the official script does without that folder.
 - Rarity scores are recomputed from the decoded files by synth/rarity.py (gen_dataset_weight.py's procedure,
   cached), not read from the official `rarity/*.npy` files.
 """

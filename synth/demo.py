@@ -116,7 +116,8 @@ def train_demo(workdir: str, seconds: float, out_dir: str) -> dict:
     from synth.training.loop import configure_logging, train_and_evaluate
 
     configure_logging()
-    jax.config.update("jax_compilation_cache_dir", os.path.expanduser("~/.cache/synth-jax"))
+    jax.config.update("jax_compilation_cache_dir",
+                      os.environ.get("SYNTH_JAX_CACHE", os.path.expanduser("~/.cache/synth-jax")))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     config = scenes_spade.get_config()
     config.train.max_seconds = seconds

@@ -11,6 +11,7 @@ the images are resized back (bilinear), so any input size works.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -125,9 +126,9 @@ def generate(model: Model | str, label_map, *, instance=None, z=None, noise=None
         if rng is None:
             raise ValueError("This model samples a style code: pass rng (or z).")
         z = jax.random.normal(rng, (ids.shape[0], model.config.model.z_dim))
-    images = model.system.generator.apply(
-        {"params": params, "batch_stats": state["g"]["batch_stats"], "spectral": state["g"]["spectral"]},
-        seg, z, train=False, bn_stats=bn_stats)
+    images = _apply_gan(model.system.generator,
+                        {"params": params, "batch_stats": state["g"]["batch_stats"], "spectral": state["g"]["spectral"]},
+                        seg, z, bn_stats)
     images = bilinear_resize(images, size)
     return np.asarray(jnp.round((jnp.clip(images, -1, 1) + 1) * 127.5)).astype(np.uint8)
 
@@ -146,4 +147,15 @@ def _generate_from_noise(model: Model, batch: dict, noise, rng) -> jnp.ndarray:
         raise ValueError(f"noise must be {shape} or {(b,) + shape} for {b} layout(s) at the model's size, "
                          f"got {noise.shape}.")
     seg = gan_step.make_semantics(model.spec)(batch)
-    return model.system.generator.apply({"params": model.state["g"]["params"]}, seg, noise)
+    return _apply_noise(model.system.generator, {"params": model.state["g"]["params"]}, seg, noise)
+
+
+# Compiled once per generator (modules are hashable) and input shape, not op by op.
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _apply_gan(generator, variables, seg, z, bn_stats):
+    return generator.apply(variables, seg, z, train=False, bn_stats=bn_stats)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _apply_noise(generator, variables, seg, noise):
+    return generator.apply(variables, seg, noise)

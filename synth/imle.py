@@ -126,13 +126,13 @@ def nearest_codes_loop(generate_one: Callable, distance_one: Callable, seg, real
                        num_samples: int, noise_shape: Sequence[int]):
     """The official way, for reference and benchmarks: one jitted single forward per candidate, argmin on
     the host. `generate_one` / `distance_one` are the jitted batch-of-one functions."""
-    layout_keys = np.asarray(layout_keys)
+    layout_keys = jnp.asarray(layout_keys)
+    noise_of = jax.jit(lambda key, j: code_noise(candidate_codes(key[None], j)[0], noise_shape)[None])
     best, dists = [], []
     for i in range(seg.shape[0]):
         row = []
         for j in range(num_samples):
-            code = candidate_codes(jnp.asarray(layout_keys[i:i + 1]), j)
-            noise = code_noise(code[0], noise_shape)[None]
+            noise = noise_of(layout_keys[i], j)
             fake = generate_one(seg[i:i + 1], noise)
             w = None if weights is None else weights[i:i + 1]
             row.append(float(distance_one(fake, real[i:i + 1], w)[0]))

@@ -57,8 +57,9 @@ Deliberate deviations:
 * The official computes everything on the 256x512 resized dataset (preprocess.py); here on whatever the
   source yields.
 
-The resize to VGG layer sizes is `synth.layers.resample.area_resize`, TF's `resize_area` (align_corners=False:
-each output pixel is the overlap-weighted mean of the input box it covers; for integer factors the block mean).
+The masks are resized to each VGG layer by `synth.imle.Distance` with `synth.layers.resample.area_resize`, TF's
+`resize_area` (align_corners=False: each output pixel is the overlap-weighted mean of the input box it covers;
+for integer factors the block mean).
 """
 
 from __future__ import annotations
@@ -359,35 +360,6 @@ def pixel_weights(scores: np.ndarray, label: np.ndarray, ignore_id: int, *, void
     return table[np.where(label == ignore_id, num_classes, label)].astype(np.float32)
 
 
-def resize_weights(weights, sizes: Sequence[tuple[int, int]]):
-    """Area-resizes a batch of weight masks to each feature map's size (train.py:137-140).
-
-    Args:
-      weights: [B, H, W] or [B, H, W, 1] (numpy or JAX).
-      sizes: (height, width) per VGG layer.
-
-    Returns:
-      A list of float32 jax arrays [B, h, w, 1], one per size (the input itself where the size is equal),
-      by `synth.layers.resample.area_resize` (TF's `resize_area`).
-    """
-    import jax.numpy as jnp
-
-    from synth.layers import resample
-
-    x = jnp.asarray(weights, jnp.float32)
-    if x.ndim == 3:
-        x = x[..., None]
-    if x.ndim != 4 or x.shape[-1] != 1:
-        raise ValueError(f"weights must be [B, H, W] or [B, H, W, 1], got shape {tuple(x.shape)}.")
-    out = []
-    for size in sizes:
-        h, w = (int(s) for s in size)
-        if h < 1 or w < 1:
-            raise ValueError(f"resize_weights: bad size {size}.")
-        out.append(resample.area_resize(x, (h, w)))
-    return out
-
-
 # --- Dataset rebalancing ----------------------------------------------------------------------------------
 
 def largest_classes(pixels: np.ndarray, n: int = 5, *, among: np.ndarray | None = None) -> tuple[int, ...]:
@@ -565,4 +537,4 @@ def _write_cache(path: Path, fingerprint: dict, fit_params: dict, colours: Class
 
 __all__ = ["ClassColours", "OFFICIAL_MIN_IMAGES", "Rarity", "RebalancedSampler", "cache_path",
            "class_mean_colours", "dataset_fingerprint", "fit_rarity", "largest_classes", "load_or_compute",
-           "pixel_weights", "resize_weights"]
+           "pixel_weights"]

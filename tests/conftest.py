@@ -15,6 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import jax  # noqa: E402
 
-jax.config.update("jax_compilation_cache_dir",
-                  os.environ.get("SYNTH_TEST_CACHE", os.path.expanduser("~/.cache/synth-tests-jax")))
+CACHE = os.environ.get("SYNTH_TEST_CACHE", os.path.expanduser("~/.cache/synth-tests-jax"))
+os.environ["SYNTH_JAX_CACHE"] = CACHE  # train.py runs started by tests share it
+jax.config.update("jax_compilation_cache_dir", CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)

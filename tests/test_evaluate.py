@@ -15,8 +15,9 @@ from synth.training import loop
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("run")
+    # test_training's config exactly, so the compiled programs are shared through the persistent cache
     config = scenes_spade.get_config("tiny")
-    config.train.update(num_steps=2, image_every=1000)
+    config.train.update(image_every=1000, ema_decay=0.5)
     loop.train_and_evaluate(config, str(workdir))
     return workdir
 
@@ -39,7 +40,7 @@ def test_scenes_v1_writes_every_figure_with_its_protocol(tiny_run, tmp_path, mon
     assert m["diversity"]["samples_per_layout"] == 2
     assert m["diversity"]["lpips_diversity"] == 0.0  # a SPADE without VAE is deterministic
     assert 0 <= m["modes"]["mean_coverage"] <= 1
-    assert (out / "results.md").read_text().startswith("# scenes-v1 at step 2")
+    assert (out / "results.md").read_text().startswith("# scenes-v1 at step 4")
     assert (out / "samples.png").exists()
     assert (tmp_path / "weights" / "segmenters").is_dir()  # the segmenter was cached for the next run
 

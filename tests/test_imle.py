@@ -128,7 +128,7 @@ def test_stop_and_resume_mid_epoch_equals_straight_training(straight, tmp_path):
     first = loop.train_and_evaluate(tiny(), str(tmp_path), stop_at=5)
     assert first["final_step"] == 5
     resumed = loop.train_and_evaluate(tiny(), str(tmp_path))
-    assert resumed["start_step"] == 5 and resumed["epochs"] == []  # same pool and codes, from the checkpoint
+    assert resumed["start_step"] == 5 and "epochs" not in resumed  # same pool and codes, from the checkpoint
     for key in ("g", "opt_g", "codes", "pool_indices", "pool_epoch"):
         for x, y in zip(jax.tree.leaves(result["state"][key]), jax.tree.leaves(resumed["state"][key])):
             np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=key)
@@ -159,3 +159,32 @@ def test_bad_imle_settings_are_named(tmp_path):
     config.model.num_noise = 0
     with pytest.raises(ValueError, match="cannot be trained by IMLE"):
         imle_loop.IMLETrainer(config, str(tmp_path))
+
+
+def test_warm_start_from_a_crn_checkpoint(tmp_path, monkeypatch):
+    """imle.warm_start: the trainer starts from a no-noise CRN's weights (preprocess_crn_model.py's recipe)."""
+    from synth.convert import crn_warm_start
+
+    config = tiny()
+    config.imle.warm_start = str(tmp_path / "crn_ckpt")
+    nc = 12  # the scenes classes (no instance edges in this config)
+    rng = np.random.default_rng(0)
+    fake, prev = {}, 0
+    for h in (4, 8, 16, 32):
+        for i, cin in ((1, prev + nc), (2, 4)):
+            fake[f"g_{h}_conv{i}/weights"] = rng.normal(0, 0.2, (3, 3, cin, 4)).astype(np.float32)
+            fake[f"g_{h}_conv{i}/LayerNorm/gamma"] = np.ones(4, np.float32)
+            fake[f"g_{h}_conv{i}/LayerNorm/beta"] = np.zeros(4, np.float32)
+        prev = 4
+    fake["g_32_conv100/weights"] = rng.normal(0, 0.3, (1, 1, 4, 27)).astype(np.float32)
+    fake["g_32_conv100/biases"] = np.zeros(27, np.float32)
+    monkeypatch.setattr(crn_warm_start, "load_checkpoint", lambda path: dict(fake))
+    trainer = imle_loop.IMLETrainer(config, str(tmp_path / "run"))
+    state = trainer.initial_state()
+    trainer.checkpointer.close()
+    p = state["g"]["params"]
+    np.testing.assert_array_equal(np.asarray(p["to_rgb"]["kernel"]), fake["g_32_conv100/weights"][..., [0, 9, 18]])
+    np.testing.assert_array_equal(np.asarray(p["refine_8"]["conv2"]["conv"]["kernel"]), fake["g_8_conv2/weights"])
+    config.model.widths = (8,)
+    with pytest.raises(ValueError, match="does not fit config.model"):
+        imle_loop.IMLETrainer(config, str(tmp_path / "run2")).initial_state()

@@ -144,20 +144,6 @@ def test_pixel_weights():
         rarity.pixel_weights(scores, np.array([[0, 7]]), IGNORE)
 
 
-def test_resize_weights_is_area_averaging():
-    rng = np.random.default_rng(0)
-    x = rng.random((2, 8, 12)).astype(np.float32)
-    full, half, quarter, odd = rarity.resize_weights(x, [(8, 12), (4, 6), (2, 3), (3, 4)])
-    assert full.shape == (2, 8, 12, 1) and half.shape == (2, 4, 6, 1)
-    np.testing.assert_allclose(half[..., 0], x.reshape(2, 4, 2, 6, 2).mean(axis=(2, 4)), rtol=1e-6)
-    np.testing.assert_allclose(quarter[..., 0], x.reshape(2, 2, 4, 3, 4).mean(axis=(2, 4)), rtol=1e-6)
-    # 8 -> 3 rows: each output row covers 8/3 input rows, the boundary rows by fractions (TF resize_area).
-    rows = np.array([[1, 1, 2 / 3, 0, 0, 0, 0, 0], [0, 0, 1 / 3, 1, 1, 1 / 3, 0, 0],
-                     [0, 0, 0, 0, 0, 2 / 3, 1, 1]]) * 3 / 8
-    cols = np.kron(np.eye(4), np.ones(3)) / 3
-    np.testing.assert_allclose(odd[..., 0], np.einsum("oh,bhw,pw->bop", rows, x, cols), rtol=1e-5)
-
-
 def _two_class_rarity():
     """Images 0-9 hold class 0 only, 10-19 class 1 only; the scores rise with the index."""
     scores = np.zeros((20, 2))
@@ -287,5 +273,3 @@ def test_bad_inputs():
         rarity.fit_rarity(np.zeros((4, 2, 3)), np.ones((4, 2), bool), skipped_score="max")
     with pytest.raises(ValueError, match="class 5 is outside"):
         rarity.RebalancedSampler(_two_class_rarity(), [5])
-    with pytest.raises(ValueError, match="shape"):
-        rarity.resize_weights(np.zeros((2, 4, 4, 3)), [(2, 2)])

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from synth.convert.tree import leaf_paths, set_path
 from synth.models.crn import CRNGenerator
 
 
@@ -59,20 +60,6 @@ def _official_name(path: tuple[str, ...], head_height: int) -> str:
     return f"{scope}/{name}"
 
 
-def _paths(tree, prefix=()):
-    for k, v in tree.items():
-        if isinstance(v, Mapping):
-            yield from _paths(v, prefix + (k,))
-        else:
-            yield prefix + (k,), v
-
-
-def _set(tree: dict, path: tuple[str, ...], value) -> None:
-    for k in path[:-1]:
-        tree = tree.setdefault(k, {})
-    tree[path[-1]] = value
-
-
 def model_from_checkpoint(variables: Mapping[str, Any], width: int | None = None) -> CRNGenerator:
     """The generator a checkpoint holds (heights, widths, noise channels, head channels), at
     `width` (default twice the height: the official code's only aspect ratio)."""
@@ -105,7 +92,8 @@ def generator_variables(checkpoint: str | os.PathLike | Mapping[str, Any],
         if model.num_noise else None
     shapes = jax.eval_shape(lambda s, z: model.init({"params": jax.random.key(0)}, s, z), seg, noise)
 
-    wanted = {_official_name(path, model.height): (path, leaf) for path, leaf in _paths(dict(shapes["params"]))}
+    wanted = {_official_name(path, model.height): (path, leaf)
+              for path, leaf in leaf_paths(dict(shapes["params"]))}
     given = {k for k in variables if not _ignored(k)}
     missing, unused = sorted(set(wanted) - given), sorted(given - set(wanted))
     mismatched, params = [], {}
@@ -116,7 +104,7 @@ def generator_variables(checkpoint: str | os.PathLike | Mapping[str, Any],
         if array.shape != tuple(leaf.shape):
             mismatched.append(f"{name}: checkpoint {array.shape}, ours {'/'.join(path)} {tuple(leaf.shape)}")
             continue
-        _set(params, path, jnp.asarray(array, leaf.dtype))
+        set_path(params, path, jnp.asarray(array, leaf.dtype))
     if missing or unused or mismatched:
         lines = ["The checkpoint does not fit our CRN generator:"]
         if missing:

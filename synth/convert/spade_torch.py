@@ -28,6 +28,7 @@ import numpy as np
 
 from synth import models
 from synth.convert import torch_pickle
+from synth.convert.tree import leaf_paths, set_path
 
 IGNORED_SUFFIXES = ("num_batches_tracked",)
 
@@ -106,20 +107,6 @@ def _from_torch(array: np.ndarray, leaf: str) -> np.ndarray:
     return array
 
 
-def _paths(tree, prefix=()):
-    for k, v in tree.items():
-        if isinstance(v, Mapping):
-            yield from _paths(v, prefix + (k,))
-        else:
-            yield prefix + (k,), v
-
-
-def _set(tree: dict, path: tuple[str, ...], value) -> None:
-    for k in path[:-1]:
-        tree = tree.setdefault(k, {})
-    tree[path[-1]] = value
-
-
 def convert(state_dict: Mapping[str, Any], shapes: Mapping[str, Any],
             module_map: Callable[[tuple[str, ...]], list[str]], what: str = "network",
             skip: Callable[[str], bool] | None = None) -> dict:
@@ -127,10 +114,10 @@ def convert(state_dict: Mapping[str, Any], shapes: Mapping[str, Any],
 
     `skip(key)` marks official keys with no counterpart here (default: BatchNorm's `num_batches_tracked`)."""
     skip = skip or (lambda k: k.endswith(IGNORED_SUFFIXES))
-    spectral_modules = {path[:-1] for path, _ in _paths(dict(shapes.get("spectral", {})))}
+    spectral_modules = {path[:-1] for path, _ in leaf_paths(dict(shapes.get("spectral", {})))}
     wanted: dict[str, tuple[str, tuple[str, ...], Any]] = {}
     for collection, tree in shapes.items():
-        for path, leaf in _paths(dict(tree)):
+        for path, leaf in leaf_paths(dict(tree)):
             *modules, name = path
             modules = tuple(modules)
             if name == "kernel":
@@ -158,7 +145,7 @@ def convert(state_dict: Mapping[str, Any], shapes: Mapping[str, Any],
             mismatched.append(f"{key}: checkpoint {tuple(array.shape)}, expected {expected} "
                               f"(ours {collection}/{'/'.join(path)} {tuple(leaf.shape)})")
             continue
-        _set(out.setdefault(collection, {}), path,
+        set_path(out.setdefault(collection, {}), path,
              jnp.asarray(_from_torch(array, path[-1]), dtype=leaf.dtype))
     if missing or unused or mismatched:
         lines = [f"The state dict does not fit our {what}:"]

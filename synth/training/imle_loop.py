@@ -8,7 +8,6 @@ same images and codes and continues bit for bit.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -17,13 +16,11 @@ import jax
 import numpy as np
 
 from data_pipelines import pipeline, sources
-from synth import imle, models, rarity
-from synth.metrics.colour import ClassColourAccumulator
-from synth.training import checkpoint, imle_step, sharding
-from synth.training.loop import TrainingDiverged, _grid, image_size, load_feature_net
+from synth import imle, rarity
+from synth.training import imle_step, sharding
+from synth.training.loop import MODEL_KEYS, BaseTrainer, load_feature_net
 
 log = logging.getLogger("synth")
-POOL_KEYS = ("image", "label", "instance")
 
 
 def rarity_cache_dir() -> str:
@@ -42,39 +39,30 @@ def check_imle_config(cfg, batch_size: int, devices: int) -> None:
             raise ValueError(f"config.imle.{field} must be >= 1, got {cfg[field]}.")
 
 
-class IMLETrainer:
-    """Everything one conditional-IMLE run needs, built once; `run()` trains."""
+class IMLETrainer(BaseTrainer):
+    """Conditional IMLE's trainer: per epoch a pool with selected codes, then jitted inner steps on it."""
+
+    grid_samples = 3  # label | real | three samples with different noise
 
     def __init__(self, config, workdir: str, mesh=None):
-        self.config, self.workdir, cfg = config, workdir, config.imle
-        self.mesh = sharding.make_mesh() if mesh is None else mesh
-        sharding.check_batch_size(config.train.batch_size, self.mesh)
+        super().__init__(config, workdir, mesh)
+        cfg = config.imle
         check_imle_config(cfg, config.train.batch_size, self.mesh.devices.size)
-        self.spec = sources.dataset_spec(config.data)
-        self.height, self.width = image_size(config.data)
-        self.system = models.build(config.model, self.height, self.width)
         if self.system.paradigm != "imle" or not self.system.noise_channels:
             raise ValueError(f"config.model.name {config.model.name!r} with num_noise "
                              f"{config.model.get('num_noise')} cannot be trained by IMLE (it needs a noise input).")
         self.generator = self.system.generator
         self.tx = imle_step.adam(config.optim)
         self.distance = imle.Distance(tuple((str(n), float(w)) for n, w in cfg.layer_weights))
-        self.feature_net, self.feature_params, self.feature_note = (None, None, None)
+        self.feature_net = self.feature_params = None
         if self.distance.feature_layers:
             self.feature_net, self.feature_params, self.feature_note = load_feature_net(
                 config.loss.vgg, config.loss.get("vgg_path"), self.distance.feature_layers,
                 role="IMLE distance", paper_network="matconvnet")
-        self.replicated = sharding.replicated(self.mesh)
         self.by_batch = by_batch = sharding.batch_sharding(self.mesh)
         constrain = lambda x: jax.lax.with_sharding_constraint(x, by_batch)  # noqa: E731
         self.train_source = sources.get_source(config.data, "train")
         self.preprocess = sources.preprocess_of(config.data).for_eval()  # the official code neither flips nor crops
-        self._init = lambda rng: imle_step.init_state(
-            self.generator, self.tx, rng, height=self.height, width=self.width,
-            semantic_nc=self.spec.semantic_nc, pool_size=cfg.pool_size)
-        self.abstract_state = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.replicated),
-            jax.eval_shape(self._init, jax.random.key(0)))
         step = imle_step.make_imle_step(self.generator, self.distance, self.feature_net, self.spec, self.tx,
                                         config, constrain)
         self.step = jax.jit(step, donate_argnums=(0,), out_shardings=(self.replicated, self.replicated))
@@ -84,7 +72,6 @@ class IMLETrainer:
         self._reinit = jax.jit(lambda state, epoch: imle_step.reinit_noise_encoder(
             self.generator, self.tx, state, epoch, self.spec.semantic_nc), static_argnums=1,
             donate_argnums=0, out_shardings=self.replicated)
-        self._generate = jax.jit(self.sample)
         self.rarity = self.sampler = None
         if cfg.rebalance_data or cfg.rebalance_loss:
             colours, self.rarity = rarity.load_or_compute(
@@ -94,21 +81,36 @@ class IMLETrainer:
                 cycle = tuple(cfg.cycle_classes) or rarity.largest_classes(colours.pixels, cfg.cycle_largest)
                 self.sampler = rarity.RebalancedSampler(self.rarity, cycle, seed=config.train.seed)
                 log.info("Dataset rebalancing cycles through classes %s.", cycle)
-        self.checkpointer = checkpoint.Checkpointer(
-            os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints,
-            every_steps=config.train.checkpoint_every)
-
-    # -- state and pool
+        self._pool = None
+        self._finish_init(lambda rng: imle_step.init_state(
+            self.generator, self.tx, rng, height=self.height, width=self.width,
+            semantic_nc=self.spec.semantic_nc, pool_size=cfg.pool_size))
 
     def initial_state(self) -> dict:
-        if self.checkpointer.latest_step() is not None:
-            state = self.checkpointer.restore(self.abstract_state, config=self.config)
-            log.info("Resumed from step %d in %s.", int(state["step"]), self.checkpointer.directory)
+        """The latest checkpoint; else a fresh state, from `imle.warm_start` (a CRN checkpoint) when given."""
+        resuming = self.checkpointer.latest_step() is not None
+        state = super().initial_state()
+        path = self.config.imle.get("warm_start")
+        if resuming or not path:
             return state
-        rng = jax.random.key(self.config.train.seed)
-        init = jax.jit(self._init, out_shardings=self.replicated).lower(rng).compile(
-            compiler_options={"xla_backend_optimization_level": 0})
-        return init(rng)
+        from synth.convert import crn_warm_start
+        m = self.config.model
+        variables, provenance = crn_warm_start.warm_start_variables(
+            path, num_noise=m.num_noise, noise_width=m.noise_width, seed=self.config.train.seed, width=self.width)
+        want = jax.tree_util.tree_map_with_path(lambda p, x: (jax.tree_util.keystr(p), x.shape), state["g"]["params"])
+        got = jax.tree_util.tree_map_with_path(lambda p, x: (jax.tree_util.keystr(p), np.shape(x)),
+                                               variables["params"])
+        if sorted(jax.tree.leaves(want, is_leaf=lambda x: isinstance(x, tuple))) != \
+                sorted(jax.tree.leaves(got, is_leaf=lambda x: isinstance(x, tuple))):
+            raise ValueError(f"imle.warm_start {path} does not fit config.model (widths {m.widths}, num_noise "
+                             f"{m.num_noise}, noise_width {m.noise_width}) at {self.height}x{self.width}.")
+        params = jax.tree.map(lambda ref, x: jax.device_put(np.asarray(x, ref.dtype), self.replicated),
+                              state["g"]["params"], variables["params"])
+        log.info("Warm start from the CRN checkpoint %s (head channels %s).", provenance.get("source"),
+                 provenance.get("head_channels_kept"))
+        return {**state, "g": {"params": params}, "opt_g": jax.jit(self.tx.init)(params)}
+
+    # -- the pool
 
     def choose_pool(self, epoch: int) -> np.ndarray:
         k = self.config.imle.pool_size
@@ -121,7 +123,7 @@ class IMLETrainer:
         """The pool's preprocessed examples (with rarity masks under loss rebalancing), replicated."""
         batches = pipeline.eval_dataset(self.train_source, self.preprocess, len(indices), process_index=0,
                                         process_count=1, indices=indices)
-        pool = {k: v for k, v in next(iter(batches)).items() if k in POOL_KEYS}
+        pool = {k: v for k, v in next(iter(batches)).items() if k in MODEL_KEYS}
         if self.config.imle.rebalance_loss:
             pool["weights"] = np.stack([self.rarity.pixel_weights(int(i), label, self.spec.table.ignore_id)
                                         for i, label in zip(indices, pool["label"])]).astype(np.float32)
@@ -159,112 +161,26 @@ class IMLETrainer:
                  cfg.pool_size, stats["select_seconds"], stats["nearest_distance"], stats["mean_distance"])
         return state, pool, stats
 
-    # -- sampling and evaluation
+    # -- hooks of the run loop
 
-    def sample(self, params, batch: dict, key) -> jax.Array:
+    def sample(self, state, batch: dict, key) -> jax.Array:
         seg = imle_step.make_semantics(self.spec)(batch)
         noise = jax.random.normal(key, seg.shape[:3] + (self.generator.num_noise,))
-        return self.generator.apply({"params": params}, seg, noise)
+        return self.generator.apply({"params": state["g"]["params"]}, seg, noise)
 
-    def eval_batches(self):
-        source = sources.get_source(self.config.data, "validation")
-        batches = pipeline.eval_dataset(source, sources.preprocess_of(self.config.data),
-                                        self.config.train.batch_size)
-        for i, batch in enumerate(batches):
-            if i >= self.config.train.eval_batches:
-                return
-            yield batch
+    def parameter_groups(self, state) -> dict:
+        return {"g": state["g"]["params"]}
 
-    def global_batch(self, batch: dict) -> dict:
-        return sharding.to_global({k: batch[k] for k in POOL_KEYS if k in batch}, self.mesh)
+    def begin(self, state, start: int) -> None:
+        self._pool = None
 
-    def evaluate(self, state) -> dict:
-        acc = ClassColourAccumulator(self.spec.table.num_classes)
-        key = jax.random.key(self.config.train.seed + 1)
-        for i, batch in enumerate(self.eval_batches()):
-            fake = self._generate(state["g"]["params"], self.global_batch(batch), jax.random.fold_in(key, i))
-            acc.add(np.asarray(fake), batch["image"], batch["label"], batch["mask"])
-        return {"class_colour_error": acc.result()}
-
-    def sample_grid(self, state, batch, samples: int = 3) -> np.ndarray:
-        """Rows of label | real | `samples` samples with different noise."""
-        key = jax.random.key(self.config.train.seed + 2)
-        fakes = [np.asarray(self._generate(state["g"]["params"], self.global_batch(batch),
-                                           jax.random.fold_in(key, s))) for s in range(samples)]
-        grids = [_grid(self.spec.table.colourise(batch["label"]), batch["image"], f) for f in fakes]
-        w = self.width
-        return np.concatenate([grids[0]] + [g[:, 2 * w:] for g in grids[1:]], 1)
-
-    # -- the run
-
-    def run(self, stop_at: int | None = None) -> dict:
-        with checkpoint.PreemptionGuard() as guard:
-            return self._run(guard, stop_at)
-
-    def _run(self, guard, stop_at: int | None) -> dict:
-        from clu import metric_writers, parameter_overview, periodic_actions
-        from PIL import Image
-
-        config, train, cfg = self.config, self.config.train, self.config.imle
-        os.makedirs(self.workdir, exist_ok=True)
-        writer = metric_writers.create_default_writer(self.workdir, just_logging=jax.process_index() > 0)
-        state = self.initial_state()
-        start = step = int(state["step"])
-        summary = {"start_step": start, "epochs": []}
-        if start == 0:
-            writer.write_hparams({k: str(v) for k, v in config.to_dict().items()})
-            parameter_overview.log_parameter_overview(state["g"]["params"], msg="g parameters")
-            summary["step_0"] = self.evaluate(state)
-            log.info("step 0: %s", summary["step_0"])
-        sample_batch = next(iter(self.eval_batches()))
-        samples_dir = os.path.join(self.workdir, "samples")
-        os.makedirs(samples_dir, exist_ok=True)
-        progress = periodic_actions.ReportProgress(num_train_steps=train.num_steps, writer=writer,
-                                                   every_steps=train.log_every)
-        history: dict[str, list] = {}
-        pool, began = None, time.time()
-        with metric_writers.ensure_flushes(writer):
-            while step < train.num_steps:
-                epoch = step // cfg.inner_steps
-                if int(state["pool_epoch"]) != epoch:
-                    state, pool, stats = self.new_epoch(state, epoch)
-                    writer.write_scalars(step, {f"select/{k}": v for k, v in stats.items()})
-                    summary["epochs"].append({"epoch": epoch, "step": step, **stats})
-                elif pool is None:
-                    pool = self.load_pool(np.asarray(state["pool_indices"]))
-                with jax.profiler.StepTraceAnnotation("train", step_num=step):
-                    state, metrics = self.step(state, pool, self.feature_params)
-                metrics = jax.device_get(metrics)
-                bad = sorted(k for k, v in metrics.items() if not np.isfinite(v))
-                if bad:
-                    self.checkpointer.wait()
-                    raise TrainingDiverged(
-                        f"Training diverged at step {step + 1}: {', '.join(bad)} became non-finite. The last good "
-                        f"checkpoint is step {self.checkpointer.latest_step()} in {self.checkpointer.directory}.")
-                step += 1
-                for k, v in metrics.items():
-                    history.setdefault(k, []).append(float(v))
-                progress(step)
-                if step % train.log_every == 0 or step == train.num_steps:
-                    writer.write_scalars(step, {k: float(np.mean(v[-train.log_every:])) for k, v in history.items()})
-                if step % train.image_every == 0 or step == train.num_steps:
-                    grid = self.sample_grid(state, sample_batch)
-                    writer.write_images(step, {"label_real_samples": grid[None]})
-                    Image.fromarray(grid).save(os.path.join(samples_dir, f"step_{step:07d}.png"))
-                self.checkpointer.save(step, state, config=config, dataset=self.spec)
-                out_of_time = train.get("max_seconds", 0) and time.time() - began > train.max_seconds
-                if guard.requested() or out_of_time or step == stop_at:
-                    log.warning("Stopping at step %d (%s).", step, "preemption" if not out_of_time else
-                                "train.max_seconds reached")
-                    break
-            self.checkpointer.save(step, state, config=config, dataset=self.spec, force=True)
-            self.checkpointer.wait()
-        summary.update({"final_step": step, "train_seconds": round(time.time() - began, 1),
-                        "final": self.evaluate(state),
-                        "losses_last_log": {k: float(np.mean(v[-train.log_every:])) for k, v in history.items()}})
-        Image.fromarray(self.sample_grid(state, sample_batch)).save(os.path.join(self.workdir, "samples.png"))
-        if self.feature_note:
-            summary["note"] = self.feature_note
-        with open(os.path.join(self.workdir, "train_summary.json"), "w") as f:
-            json.dump(summary, f, indent=1)
-        return {"state": state, **summary}
+    def train_step(self, state, step: int, writer, summary: dict):
+        epoch = step // self.config.imle.inner_steps
+        if int(state["pool_epoch"]) != epoch:
+            state, self._pool, stats = self.new_epoch(state, epoch)
+            writer.write_scalars(step, {f"select/{k}": v for k, v in stats.items()})
+            summary.setdefault("epochs", []).append({"epoch": epoch, "step": step, **stats})
+        elif self._pool is None:  # resumed mid-epoch: the same images, and the codes are in the state
+            self._pool = self.load_pool(np.asarray(state["pool_indices"]))
+        state, metrics = self.step(state, self._pool, self.feature_params)
+        return state, jax.device_get(metrics)

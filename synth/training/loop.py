@@ -88,8 +88,12 @@ def _grid(label_rgb, real, fake) -> np.ndarray:
     return np.concatenate(rows, 0)
 
 
-class Trainer:
-    """Everything one run needs, built once; `run()` trains, `evaluate()` scores a state."""
+class BaseTrainer:
+    """What every paradigm's trainer shares: mesh, data spec, model, checkpointer, evaluation and the run loop.
+
+    A subclass sets `self._init` (rng -> state) and `self.feature_params`, and implements `sample` (eval-mode
+    images for a batch) and `train_step` (one step of its paradigm, from the host's side).
+    """
 
     def __init__(self, config, workdir: str, mesh=None):
         self.config, self.workdir = config, workdir
@@ -98,27 +102,18 @@ class Trainer:
         self.spec = sources.dataset_spec(config.data)
         self.height, self.width = image_size(config.data)
         self.system = models.build(config.model, self.height, self.width)
-        self.tx_g = optimizers.adam(config.optim, config.train, "g")
-        self.tx_d = optimizers.adam(config.optim, config.train, "d")
-        schedules = tuple(optimizers.schedule(lr, config.train.num_steps, config.train.decay_start_step)
-                          for lr in (config.optim.lr_g, config.optim.lr_d))
-        self.feature_net, self.feature_params, self.feature_note = _feature_net(config)
         self.replicated = sharding.replicated(self.mesh)
-        init = lambda rng: state_lib.init_state(  # noqa: E731
-            self.system, self.tx_g, self.tx_d, rng, batch_size=1, height=self.height, width=self.width,
-            semantic_nc=self.spec.semantic_nc, z_dim=config.model.z_dim, ema=config.train.ema_decay > 0)
+        self.feature_note = None
+
+    def _finish_init(self, init) -> None:
         self._init = init
         self.abstract_state = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.replicated),
             jax.eval_shape(init, jax.random.key(0)))
-        step = gan_step.make_gan_step(self.system, config, self.spec, self.tx_g, self.tx_d, schedules,
-                                      self.feature_net)
-        self.step = jax.jit(step, donate_argnums=(0,), out_shardings=(self.replicated, self.replicated))
-        self._generate = jax.jit(lambda state, batch, key: gan_step.generate(
-            self.system, state, batch, self.spec, key=key))
+        self._generate = jax.jit(self.sample)
         self.checkpointer = checkpoint.Checkpointer(
-            os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints,
-            every_steps=config.train.checkpoint_every)
+            os.path.join(self.workdir, "checkpoints"), keep=self.config.train.keep_checkpoints,
+            every_steps=self.config.train.checkpoint_every)
 
     def initial_state(self) -> dict:
         """Restores the latest checkpoint of the workdir, or initialises from `train.seed`."""
@@ -144,6 +139,9 @@ class Trainer:
                 return
             yield batch
 
+    def sample(self, state, batch: dict, key) -> jax.Array:
+        raise NotImplementedError
+
     def evaluate(self, state) -> dict:
         """Class-colour error of eval-mode samples on the first `train.eval_batches` validation batches."""
         acc = ClassColourAccumulator(self.spec.table.num_classes)
@@ -159,9 +157,27 @@ class Trainer:
                         int(state["step"]))
         return {"class_colour_error": error}
 
-    def sample_grid(self, state, batch) -> np.ndarray:
-        fake = self._generate(state, self.global_batch(batch), jax.random.key(self.config.train.seed + 2))
-        return _grid(self.spec.table.colourise(batch["label"]), batch["image"], fake)
+    def sample_grid(self, state, batch, samples: int = 1) -> np.ndarray:
+        """Rows of label | real | `samples` samples (each with its own key)."""
+        key = jax.random.key(self.config.train.seed + 2)
+        fakes = [self._generate(state, self.global_batch(batch), key if s == 0 else jax.random.fold_in(key, s))
+                 for s in range(samples)]
+        grids = [_grid(self.spec.table.colourise(batch["label"]), batch["image"], f) for f in fakes]
+        return np.concatenate([grids[0]] + [g[:, 2 * self.width:] for g in grids[1:]], 1)
+
+    # -- hooks of the run loop
+
+    def begin(self, state, start: int) -> None:
+        """Called once before the first step of this run (e.g. to open the input stream at `start`)."""
+
+    def train_step(self, state, step: int, writer, summary: dict):
+        """One training step at `step` -> (state, metrics as numpy scalars)."""
+        raise NotImplementedError
+
+    def parameter_groups(self, state) -> dict:
+        return {name: state[name]["params"] for name in ("g", "d", "e") if name in state}
+
+    grid_samples = 1
 
     def run(self, stop_at: int | None = None) -> dict:
         """Trains to `train.num_steps` (or stops early at `stop_at`, saving as a preemption would)."""
@@ -180,9 +196,8 @@ class Trainer:
         start = int(state["step"])
         if start == 0:
             writer.write_hparams({k: str(v) for k, v in config.to_dict().items()})
-            for name in ("g", "d", "e"):
-                if name in state:
-                    parameter_overview.log_parameter_overview(state[name]["params"], msg=f"{name} parameters")
+            for name, params in self.parameter_groups(state).items():
+                parameter_overview.log_parameter_overview(params, msg=f"{name} parameters")
         summary = {"start_step": start}
         sample_batch = next(iter(self.eval_batches()))
         samples_dir = os.path.join(self.workdir, "samples")
@@ -190,22 +205,15 @@ class Trainer:
         if start == 0:
             summary["step_0"] = self.evaluate(state)
             log.info("step 0: %s", summary["step_0"])
-
-        train_iter = iter(pipeline.train_dataset(
-            sources.get_source(config.data, "train"), sources.preprocess_of(config.data), train.batch_size,
-            seed=train.seed, start_step=start))
+        self.begin(state, start)
         progress = periodic_actions.ReportProgress(num_train_steps=train.num_steps, writer=writer,
                                                    every_steps=train.log_every)
         history: dict[str, list] = {}
-        wait_time, began, step = 0.0, time.time(), start
+        began, step = time.time(), start
         with metric_writers.ensure_flushes(writer):
             while step < train.num_steps:
-                t0 = time.perf_counter()
-                batch = self.global_batch(next(train_iter))
-                wait_time += time.perf_counter() - t0
                 with jax.profiler.StepTraceAnnotation("train", step_num=step):
-                    state, metrics = self.step(state, batch, self.feature_params)
-                metrics = jax.device_get(metrics)
+                    state, metrics = self.train_step(state, step, writer, summary)
                 bad = sorted(k for k, v in metrics.items() if not np.isfinite(v))
                 if bad:
                     self.checkpointer.wait()
@@ -218,12 +226,9 @@ class Trainer:
                     history.setdefault(k, []).append(float(v))
                 progress(step)
                 if step % train.log_every == 0 or step == train.num_steps:
-                    scalars = {k: float(np.mean(v[-train.log_every:])) for k, v in history.items()}
-                    scalars["data_wait_s"] = wait_time / train.log_every
-                    writer.write_scalars(step, scalars)
-                    wait_time = 0.0
+                    writer.write_scalars(step, {k: float(np.mean(v[-train.log_every:])) for k, v in history.items()})
                 if step % train.image_every == 0 or step == train.num_steps:
-                    grid = self.sample_grid(state, sample_batch)
+                    grid = self.sample_grid(state, sample_batch, self.grid_samples)
                     writer.write_images(step, {"label_real_fake": grid[None]})
                     Image.fromarray(grid).save(os.path.join(samples_dir, f"step_{step:07d}.png"))
                 self.checkpointer.save(step, state, config=config, dataset=self.spec)
@@ -237,13 +242,47 @@ class Trainer:
         summary.update({"final_step": step, "train_seconds": round(time.time() - began, 1),
                         "final": self.evaluate(state),
                         "losses_last_log": {k: float(np.mean(v[-train.log_every:])) for k, v in history.items()}})
-        grid = self.sample_grid(state, sample_batch)
+        grid = self.sample_grid(state, sample_batch, self.grid_samples)
         Image.fromarray(grid).save(os.path.join(self.workdir, "samples.png"))
         if self.feature_note:
             summary["note"] = self.feature_note
         with open(os.path.join(self.workdir, "train_summary.json"), "w") as f:
             json.dump(summary, f, indent=1)
         return {"state": state, **summary}
+
+
+class Trainer(BaseTrainer):
+    """The GAN trainer (SPADE family): the jitted G-then-D step over the endless training stream."""
+
+    def __init__(self, config, workdir: str, mesh=None):
+        super().__init__(config, workdir, mesh)
+        self.tx_g = optimizers.adam(config.optim, config.train, "g")
+        self.tx_d = optimizers.adam(config.optim, config.train, "d")
+        schedules = tuple(optimizers.schedule(lr, config.train.num_steps, config.train.decay_start_step)
+                          for lr in (config.optim.lr_g, config.optim.lr_d))
+        self.feature_net, self.feature_params, self.feature_note = _feature_net(config)
+        step = gan_step.make_gan_step(self.system, config, self.spec, self.tx_g, self.tx_d, schedules,
+                                      self.feature_net)
+        self.step = jax.jit(step, donate_argnums=(0,), out_shardings=(self.replicated, self.replicated))
+        self._finish_init(lambda rng: state_lib.init_state(
+            self.system, self.tx_g, self.tx_d, rng, batch_size=1, height=self.height, width=self.width,
+            semantic_nc=self.spec.semantic_nc, z_dim=config.model.z_dim, ema=config.train.ema_decay > 0))
+
+    def sample(self, state, batch: dict, key) -> jax.Array:
+        return gan_step.generate(self.system, state, batch, self.spec, key=key)
+
+    def begin(self, state, start: int) -> None:
+        config = self.config
+        self._train_iter = iter(pipeline.train_dataset(
+            sources.get_source(config.data, "train"), sources.preprocess_of(config.data),
+            config.train.batch_size, seed=config.train.seed, start_step=start))
+
+    def train_step(self, state, step: int, writer, summary: dict):
+        t0 = time.perf_counter()
+        batch = self.global_batch(next(self._train_iter))
+        wait = time.perf_counter() - t0
+        state, metrics = self.step(state, batch, self.feature_params)
+        return state, {**jax.device_get(metrics), "data_wait_s": wait}
 
 
 def make_trainer(config, workdir: str, mesh=None):

@@ -1,0 +1,21 @@
+"""Nested-dict helpers shared by the checkpoint converters."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Mapping
+
+
+def leaf_paths(tree: Mapping, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """(path, leaf) for every leaf of a nested mapping, depth first."""
+    for k, v in tree.items():
+        if isinstance(v, Mapping):
+            yield from leaf_paths(v, prefix + (k,))
+        else:
+            yield prefix + (k,), v
+
+
+def set_path(tree: dict, path: tuple[str, ...], value) -> None:
+    """tree[path[0]]...[path[-1]] = value, creating the intermediate dicts."""
+    for k in path[:-1]:
+        tree = tree.setdefault(k, {})
+    tree[path[-1]] = value
