@@ -27,7 +27,7 @@ def rarity_cache_dir() -> str:
     return os.environ.get("SYNTH_CACHE_DIR", os.path.expanduser("~/.cache/synth"))
 
 
-def check_imle_config(cfg, batch_size: int, devices: int) -> None:
+def check_imle_config(cfg, devices: int) -> None:
     if cfg.pool_size % cfg.select_batch:
         raise ValueError(f"config.imle.pool_size {cfg.pool_size} must be a multiple of config.imle.select_batch "
                          f"{cfg.select_batch}.")
@@ -47,7 +47,7 @@ class IMLETrainer(BaseTrainer):
     def __init__(self, config, workdir: str, mesh=None):
         super().__init__(config, workdir, mesh)
         cfg = config.imle
-        check_imle_config(cfg, config.train.batch_size, self.mesh.devices.size)
+        check_imle_config(cfg, self.mesh.devices.size)
         if self.system.paradigm != "imle" or not self.system.noise_channels:
             raise ValueError(f"config.model.name {config.model.name!r} with num_noise "
                              f"{config.model.get('num_noise')} cannot be trained by IMLE (it needs a noise input).")
