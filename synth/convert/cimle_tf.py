@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from synth.convert.tree import leaf_paths, set_path
+from synth.convert.tree import check_fit, leaf_paths, set_path
 from synth.models.crn import CRNGenerator
 
 
@@ -105,16 +105,7 @@ def generator_variables(checkpoint: str | os.PathLike | Mapping[str, Any],
             mismatched.append(f"{name}: checkpoint {array.shape}, ours {'/'.join(path)} {tuple(leaf.shape)}")
             continue
         set_path(params, path, jnp.asarray(array, leaf.dtype))
-    if missing or unused or mismatched:
-        lines = ["The checkpoint does not fit our CRN generator:"]
-        if missing:
-            lines.append(f"  missing variables ({len(missing)}): {', '.join(missing)}")
-        if unused:
-            lines.append(f"  unused variables ({len(unused)}): {', '.join(unused)}")
-        if mismatched:
-            lines.append(f"  shape mismatches ({len(mismatched)}):")
-            lines.extend(f"    {m}" for m in mismatched)
-        raise ValueError("\n".join(lines))
+    check_fit("The checkpoint does not fit our CRN generator:", "variables", missing, unused, mismatched)
     return {"params": params}
 
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from synth import models
 from synth.convert import torch_pickle
-from synth.convert.tree import leaf_paths, set_path
+from synth.convert.tree import check_fit, leaf_paths, set_path
 
 IGNORED_SUFFIXES = ("num_batches_tracked",)
 
@@ -147,16 +147,7 @@ def convert(state_dict: Mapping[str, Any], shapes: Mapping[str, Any],
             continue
         set_path(out.setdefault(collection, {}), path,
              jnp.asarray(_from_torch(array, path[-1]), dtype=leaf.dtype))
-    if missing or unused or mismatched:
-        lines = [f"The state dict does not fit our {what}:"]
-        if missing:
-            lines.append(f"  missing keys ({len(missing)}): {', '.join(missing)}")
-        if unused:
-            lines.append(f"  unused keys ({len(unused)}): {', '.join(unused)}")
-        if mismatched:
-            lines.append(f"  shape mismatches ({len(mismatched)}):")
-            lines.extend(f"    {m}" for m in mismatched)
-        raise ValueError("\n".join(lines))
+    check_fit(f"The state dict does not fit our {what}:", "keys", missing, unused, mismatched)
     for collection in shapes:  # keep collections that exist but are empty
         out.setdefault(collection, {})
     return out

@@ -19,3 +19,18 @@ def set_path(tree: dict, path: tuple[str, ...], value) -> None:
     for k in path[:-1]:
         tree = tree.setdefault(k, {})
     tree[path[-1]] = value
+
+
+def check_fit(header: str, noun: str, missing: list[str], unused: list[str], mismatched: list[str]) -> None:
+    """Raises one ValueError listing every missing, unused and misshapen entry (`noun`: 'keys', 'variables')."""
+    if not (missing or unused or mismatched):
+        return
+    lines = [header]
+    if missing:
+        lines.append(f"  missing {noun} ({len(missing)}): {', '.join(missing)}")
+    if unused:
+        lines.append(f"  unused {noun} ({len(unused)}): {', '.join(unused)}")
+    if mismatched:
+        lines.append(f"  shape mismatches ({len(mismatched)}):")
+        lines.extend(f"    {m}" for m in mismatched)
+    raise ValueError("\n".join(lines))

@@ -7,6 +7,7 @@ batches -> CLU scalars, image grids, progress and ETA -> Orbax checkpoints (peri
 
 from __future__ import annotations
 
+import abc
 import json
 import logging
 import os
@@ -88,7 +89,7 @@ def _grid(label_rgb, real, fake) -> np.ndarray:
     return np.concatenate(rows, 0)
 
 
-class BaseTrainer:
+class BaseTrainer(abc.ABC):
     """What every paradigm's trainer shares: mesh, data spec, model, checkpointer, evaluation and the run loop.
 
     A subclass sets `self._init` (rng -> state) and `self.feature_params`, and implements `sample` (eval-mode
@@ -139,8 +140,9 @@ class BaseTrainer:
                 return
             yield batch
 
+    @abc.abstractmethod
     def sample(self, state, batch: dict, key) -> jax.Array:
-        raise NotImplementedError
+        """Eval-mode images for a batch (jitted by `_finish_init`)."""
 
     def evaluate(self, state) -> dict:
         """Class-colour error of eval-mode samples on the first `train.eval_batches` validation batches."""
@@ -170,9 +172,9 @@ class BaseTrainer:
     def begin(self, state, start: int) -> None:
         """Called once before the first step of this run (e.g. to open the input stream at `start`)."""
 
+    @abc.abstractmethod
     def train_step(self, state, step: int, writer, summary: dict):
         """One training step at `step` -> (state, metrics as numpy scalars)."""
-        raise NotImplementedError
 
     def parameter_groups(self, state) -> dict:
         return {name: state[name]["params"] for name in ("g", "d", "e") if name in state}
