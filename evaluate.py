@@ -1,20 +1,32 @@
-"""Evaluate a trained model under a named, versioned protocol: python evaluate.py --workdir RUN [--protocol NAME].
+"""Evaluate a model under a named, versioned protocol.
 
-Writes results.json (every figure with every protocol choice), results.md and samples.png to
-RUN/eval/<protocol>/ (or --out). `--train-segmenter` only trains (and caches) the scenes segmenter.
+    python evaluate.py --workdir RUN [--protocol NAME] [--checkpoint STEP]
+    python evaluate.py --config configs/spade_cityscapes.py --params latest_net_G.pth --out DIR --protocol ...
+
+Writes results.json (every figure with every protocol choice), results.md and sample grids to
+RUN/eval/<protocol>[-step<STEP>]/ (or --out). Run the same command again to resume an interrupted evaluation.
+`--train_segmenter` only trains (and caches) the scenes segmenter.
 """
 
 import logging
 import os
 
 from absl import app, flags
+from ml_collections import config_flags
 
 flags.DEFINE_string("workdir", None, "Training run directory (its checkpoints/ is evaluated).")
-flags.DEFINE_string("protocol", "scenes-v1", "Protocol name (see synth/evaluation.py).")
+flags.DEFINE_integer("checkpoint", None, "Step of the checkpoint to evaluate; default the latest.")
+config_flags.DEFINE_config_file("config", None, "With --params: the config of an official release file.",
+                                lock_config=False)
+flags.DEFINE_string("params", None, "An official release file (latest_net_G.pth, or a conditional-IMLE TF "
+                    "checkpoint), converted on the fly; needs --config and --out.")
+flags.DEFINE_string("protocol", "scenes-v1", "Protocol name (see synth/evaluation/protocols.py).")
 flags.DEFINE_string("out", None, "Output directory; default RUN/eval/<protocol>.")
-flags.DEFINE_string("data_root", None, "Dataset root for the standard protocols.")
+flags.DEFINE_string("data_root", None, "Dataset root for the standard protocols (default: the config's).")
+flags.DEFINE_enum("resize", None, ["pytorch-fid", "clean"], "FID resize to 299 (marked in results when overridden).")
 flags.DEFINE_integer("real_images", None, "Override the protocol's number of validation layouts (marked in results).")
 flags.DEFINE_integer("samples_per_layout", None, "Override the protocol's samples per layout (marked in results).")
+flags.DEFINE_integer("diversity_layouts", None, "Override the protocol's diversity layouts (marked in results).")
 flags.DEFINE_bool("train_segmenter", False, "Train and cache the scenes segmenter at --size, then exit.")
 flags.DEFINE_integer("size", 64, "Scene size for --train_segmenter.")
 
@@ -22,7 +34,7 @@ flags.DEFINE_integer("size", 64, "Scene size for --train_segmenter.")
 def main(argv):
     del argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from synth import evaluation
+    from synth import evaluation, generate
     from synth.metrics import scene_segmenter
     from synth.training.loop import configure_logging
 
@@ -32,16 +44,22 @@ def main(argv):
         seg = scene_segmenter.get(f.size, f.size)
         logging.info("scenes segmenter %s: mIoU on real validation scenes %.3f", seg.source, seg.val_miou)
         return
-    if not f.workdir:
-        raise app.UsageError("--workdir is required")
-    out = f.out or os.path.join(f.workdir, "eval", f.protocol)
-    overrides = {k: v for k, v in (("real_images", f.real_images), ("samples_per_layout", f.samples_per_layout),
-                                   ("data_root", f.data_root)) if v}
-    results = evaluation.run(os.path.join(f.workdir, "checkpoints"), f.protocol, out, **overrides)
+    if bool(f.workdir) == bool(f.params):
+        raise app.UsageError("pass either --workdir (a training run) or --config with --params (an official file)")
+    if f.params:
+        if f.config is None or not f.out:
+            raise app.UsageError("--params needs --config (the model's config) and --out")
+        model, out = generate.from_official(f.config, f.params), f.out
+    else:
+        model = generate.load(os.path.join(f.workdir, "checkpoints"), step=f.checkpoint)
+        suffix = "" if f.checkpoint is None else f"-step{f.checkpoint}"
+        out = f.out or os.path.join(f.workdir, "eval", f.protocol + suffix)
+    options = {"real_images": f.real_images, "samples_per_layout": f.samples_per_layout,
+               "diversity_layouts": f.diversity_layouts, "resize": f.resize, "data_root": f.data_root}
+    evaluation.run_model(model, f.protocol, out, **options)
     with open(os.path.join(out, "results.md")) as table:
         print(table.read())
     logging.info("wrote %s", out)
-    del results
 
 
 if __name__ == "__main__":

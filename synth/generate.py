@@ -19,6 +19,7 @@ import ml_collections as mlc
 import numpy as np
 
 from data_pipelines import labels as labels_lib
+from data_pipelines import sources
 from data_pipelines.sources import DatasetSpec
 from synth import models
 from synth.layers import bilinear_resize, nearest_resize
@@ -60,6 +61,37 @@ def load(checkpoint_dir: str, *, step: int | None = None) -> Model:
         state = ckpt.restore(abstract, step=meta["step"])
     keep = {k: state[k] for k in ("g", "e", "ema_g") if k in state}
     return Model(system, keep, spec, config, height, width, int(meta["step"]))
+
+
+def from_variables(config: mlc.ConfigDict, state: dict, *, step: int = 0) -> Model:
+    """A model from a config and its variables: {"g": generator variables[, "e": encoder variables]}."""
+    from synth.training.loop import image_size
+
+    height, width = image_size(config.data)
+    if "g" not in state:
+        raise ValueError(f"state must hold the generator's variables under 'g', got keys {sorted(state)}.")
+    return Model(models.build(config.model, height, width), dict(state), sources.dataset_spec(config.data),
+                 config, height, width, int(step))
+
+
+def from_official(config: mlc.ConfigDict, path: str) -> Model:
+    """A model from a config and an official release file, converted on the fly: SPADE's or CC-FPSE's
+    `latest_net_G.pth`, or conditional IMLE's TF checkpoint. VAE models sample z from N(0, 1) as the official
+    test scripts do, so the encoder file is not needed. `step` is -1 (not one of our checkpoints)."""
+    from synth.training.loop import image_size
+
+    height, width = image_size(config.data)
+    name = config.model.name
+    if name == "crn":
+        from synth.convert import cimle_tf
+        system = models.build(config.model, height, width)
+        return from_variables(config, {"g": cimle_tf.generator_variables(path, system.generator)}, step=-1)
+    if name not in ("spade", "ccfpse"):
+        raise ValueError(f"no converter for official {name!r} files; expected a spade, ccfpse or crn config.")
+    from synth.convert import ccfpse_torch, spade_torch
+    converter = spade_torch if name == "spade" else ccfpse_torch
+    state = {"g": converter.generator_variables(spade_torch.load_pth(path), config.model, height, width)}
+    return from_variables(config, state, step=-1)
 
 
 def _as_ids(label_map, spec: DatasetSpec) -> np.ndarray:

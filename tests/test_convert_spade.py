@@ -214,3 +214,20 @@ def test_load_pth_needs_no_torch(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "torch", None)
     sd = spade_torch.load_pth(Path(__file__).parent / "fixtures" / "tiny_legacy.pth")
     assert sd["conv.weight"].shape == (2, 3, 2, 2)
+
+
+def test_from_official_builds_a_model_that_generates_what_the_variables_do(monkeypatch):
+    from ml_collections import ConfigDict
+
+    from synth import generate
+    m, gen, seg, _, variables = generator_setup(False)
+    sd = generator_state_dict(variables, False)
+    monkeypatch.setattr(spade_torch, "load_pth", lambda path: sd if str(path).endswith("latest_net_G.pth") else None)
+    config = ConfigDict(dict(model=m, data=dict(name="custom", root="", num_classes=SEMANTIC_NC, use_instance=False,
+                                                preprocess=dict(mode="fixed", load_size=W, crop_size=W,
+                                                                aspect_ratio=1.0))))
+    model = generate.from_official(config, "/release/latest_net_G.pth")
+    assert model.step == -1 and (model.height, model.width) == (H, W)
+    images = generate.generate(model, np.asarray(jnp.argmax(seg, -1)))
+    expected = gen.apply(variables, seg, None, train=False)
+    np.testing.assert_array_equal(images, np.asarray(jnp.round((jnp.clip(expected, -1, 1) + 1) * 127.5), np.uint8))

@@ -9,6 +9,7 @@ import pytest
 from configs import scenes_spade
 from synth import evaluation
 from synth.metrics import scene_segmenter
+from synth.pretrained import lpips
 from synth.training import loop
 
 
@@ -43,14 +44,22 @@ def test_scenes_v1_writes_every_figure_with_its_protocol(tiny_run, tmp_path, mon
     assert (out / "results.md").read_text().startswith("# scenes-v1 at step 4")
     assert (out / "samples.png").exists()
     assert (tmp_path / "weights" / "segmenters").is_dir()  # the segmenter was cached for the next run
+    assert results["resume"] == {"chunks": 3, "chunks_computed": 3}  # 1 of 8 layouts, 2 diversity groups
+    # The same command again reads every chunk back (an interrupted run resumes the same way) ...
+    again = evaluation.run(str(tiny_run / "checkpoints"), "scenes-v1", str(out), real_images=8, samples_per_layout=2)
+    assert again["resume"] == {"chunks": 3, "chunks_computed": 0} and again["metrics"] == results["metrics"]
+    # ... and an earlier checkpoint is evaluated afresh, never mixed with another one's chunks.
+    earlier = evaluation.run(str(tiny_run / "checkpoints"), "scenes-v1", str(out), step=2, real_images=8,
+                             samples_per_layout=2)
+    assert earlier["checkpoint"]["step"] == 2 and earlier["resume"]["chunks_computed"] == 3
+    assert earlier["checkpoint"]["params_sha256"] != results["checkpoint"]["params_sha256"]
 
 
 def test_unknown_protocol_and_wrong_dataset_are_named(tiny_run, tmp_path):
     with pytest.raises(ValueError, match="unknown protocol 'fid-v9'"):
         evaluation.run(str(tiny_run / "checkpoints"), "fid-v9", str(tmp_path))
     with pytest.raises(ValueError, match="evaluates cityscapes models.*'scenes'"):
-        evaluation.run_scenes_v1(__import__("synth.generate").generate.load(str(tiny_run / "checkpoints")),
-                                 evaluation.PROTOCOLS["spade-cityscapes-v1"], str(tmp_path))
+        evaluation.run(str(tiny_run / "checkpoints"), "spade-cityscapes-v1", str(tmp_path))
 
 
 def test_scene_segmenter_learns_and_round_trips(tmp_path):
@@ -66,8 +75,8 @@ def test_scene_segmenter_learns_and_round_trips(tmp_path):
         seg(np.zeros((1, 64, 64, 3), np.float32))
 
 
-def test_standard_protocols_name_what_is_missing(tiny_run, tmp_path, monkeypatch):
-    monkeypatch.delenv("SYNTH_WEIGHTS_DIR", raising=False)
-    with pytest.raises(evaluation.ProtocolUnavailable,
-                       match=r"cityscapes dataset.*pt_inception-2015-12-05-6726825d\.pth.*only scenes-v1"):
-        evaluation.run(str(tiny_run / "checkpoints"), "spade-cityscapes-v1", str(tmp_path))
+def test_diversity_protocol_names_the_missing_lpips_files(tiny_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("SYNTH_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setattr(lpips, "packaged_linear_weights", lambda net: None)  # as without the lpips package
+    with pytest.raises(evaluation.ProtocolUnavailable, match=r"cimle-diversity-v1 cannot run here: .*alexnet.*\.pth"):
+        evaluation.run(str(tiny_run / "checkpoints"), "cimle-diversity-v1", str(tmp_path))

@@ -43,6 +43,22 @@ def test_fid_of_a_set_with_itself_is_zero():
         assert abs(F.fid_from_stats(stats, stats)) < 1e-7 * np.trace(stats.cov)
 
 
+def test_fid_from_features_low_rank_route_equals_the_covariance_route():
+    rng = np.random.default_rng(7)
+    d = 48
+    for n1, n2 in ((10, 13), (40, 30), (48, 60), (200, 150)):  # below, at and above D: SVD and sqrtm routes
+        x = rng.standard_normal((n1, d)) * rng.uniform(0.5, 2, d)
+        y = rng.standard_normal((n2, d)) * 1.3 + 0.2
+        expected = F.fid_from_stats(F.FeatureStats.of(x), F.FeatureStats.of(y))
+        assert F.fid_from_features(x, y) == pytest.approx(expected, rel=1e-7, abs=1e-8)
+    x = rng.standard_normal((12, d))
+    assert abs(F.fid_from_features(x, x)) < 1e-9
+    with pytest.raises(ValueError, match="at least 2 feature vectors"):
+        F.fid_from_features(x[:1], x)
+    with pytest.raises(ValueError, match="dimensions differ"):
+        F.fid_from_features(x, x[:, :5])
+
+
 def test_streaming_equals_all_at_once_and_numpy():
     rng = np.random.default_rng(3)
     x = (rng.standard_normal((257, 24)) * rng.uniform(0.5, 4, 24) + 5).astype(np.float32)

@@ -89,10 +89,18 @@ def lpips_diversity(samples, distance: Callable, *, num_layouts: int | None = No
         elif layout.ndim == 4 and layout.shape[0] != k:
             raise ValueError(f"layout {i}: {layout.shape[0]} samples, but layout 0 had K={k}.")
         per_layout.append(float(layout_distances(layout, distance, pair_batch, f"layout {i}").mean()))
-    means = np.asarray(per_layout)
+    return summarise(per_layout, k, net=net, version=version)
+
+
+def summarise(per_layout, samples_per_layout: int, *, net: str, version: str = VERSION) -> dict:
+    """The diversity result from the per-layout mean pair distances."""
+    means = np.asarray(per_layout, np.float64)
+    if means.ndim != 1 or means.size < 1:
+        raise ValueError(f"per_layout must be a non-empty vector of per-layout means, got shape {means.shape}.")
+    k = int(samples_per_layout)
     return {"lpips_diversity": float(means.mean()), "lpips_diversity_std": float(means.std()),
-            "per_layout": per_layout, "num_layouts": count, "samples_per_layout": int(k),
-            "pairs_per_layout": int(k * (k - 1) // 2), "net": net, "version": version, "protocol": PROTOCOL}
+            "per_layout": means.tolist(), "num_layouts": int(means.size), "samples_per_layout": k,
+            "pairs_per_layout": k * (k - 1) // 2, "net": net, "version": version, "protocol": PROTOCOL}
 
 
-__all__ = ["PROTOCOL", "VERSION", "layout_distances", "lpips_diversity", "pair_indices"]
+__all__ = ["PROTOCOL", "VERSION", "layout_distances", "lpips_diversity", "pair_indices", "summarise"]

@@ -9,22 +9,17 @@ same images and codes and continues bit for bit.
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 import jax
 import numpy as np
 
 from data_pipelines import pipeline, sources
-from synth import imle, rarity
+from synth import cache, imle, rarity
 from synth.training import imle_step, sharding
 from synth.training.loop import MODEL_KEYS, BaseTrainer, load_feature_net
 
 log = logging.getLogger("synth")
-
-
-def rarity_cache_dir() -> str:
-    return os.environ.get("SYNTH_CACHE_DIR", os.path.expanduser("~/.cache/synth"))
 
 
 def check_imle_config(cfg, devices: int) -> None:
@@ -75,7 +70,7 @@ class IMLETrainer(BaseTrainer):
         self.rarity = self.sampler = None
         if cfg.rebalance_data or cfg.rebalance_loss:
             colours, self.rarity = rarity.load_or_compute(
-                self.train_source, rarity_cache_dir(), min_images=cfg.rarity_min_images,
+                self.train_source, cache.root(), min_images=cfg.rarity_min_images,
                 skipped_score=cfg.rarity_skipped_score)
             if cfg.rebalance_data:
                 cycle = tuple(cfg.cycle_classes) or rarity.largest_classes(colours.pixels, cfg.cycle_largest)

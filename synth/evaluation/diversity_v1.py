@@ -1,0 +1,94 @@
+"""The `cimle-diversity-v1` protocol: LPIPS diversity of multimodal synthesis, for a model of any dataset.
+
+Choices (all written to results.json): the first `diversity_layouts` (100) validation layouts of the model's
+dataset at the model's resolution (with their instance maps where the model uses them); K = 10 samples per
+layout, sample j drawn with fold_in(fold_in(seed, layout), j) and quantised to uint8 as saved PNGs; LPIPS v0.1
+with the AlexNet backbone and its trained linear layers (the published files, hashes recorded), inputs in
+[-1, 1]; all K(K-1)/2 pairs per layout, their mean per layout, then mean and std over layouts
+(`synth.metrics.diversity`). A deterministic model is scored too (its diversity is 0) and flagged. Chunks of
+layouts are kept in OUT/partial, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+
+from synth import generate
+from synth.evaluation import data, report
+from synth.evaluation.chunks import ChunkCache
+from synth.evaluation.protocols import Protocol, check_dataset
+from synth.evaluation.sampling import is_stochastic, params_sha256, to_signed
+from synth.metrics import diversity
+from synth.pretrained import lpips
+
+BATCH = 4  # layouts per chunk
+
+
+def _layout_samples(model, label, instance, key, k) -> np.ndarray:
+    """uint8 [k, H, W, 3] for one layout: sample j drawn with fold_in(key, j)."""
+    labels = np.repeat(label[None], k, 0)
+    instances = None if instance is None else np.repeat(instance[None], k, 0)
+    if not is_stochastic(model):
+        return generate.generate(model, labels, instance=instances)
+    first = None if instances is None else instances[:1]
+    return np.concatenate([generate.generate(model, labels[:1], instance=first, rng=jax.random.fold_in(key, j))
+                           for j in range(k)])
+
+
+def run(model: generate.Model, protocol: Protocol, out_dir: str, *, data_root: str | None = None,
+        samples_per_layout: int | None = None, diversity_layouts: int | None = None, lpips_weights=None) -> dict:
+    """`lpips_weights`: an `lpips.Loaded` to use instead of the published files (tests)."""
+    check_dataset(protocol, model.spec.name)
+    k = samples_per_layout or protocol.samples_per_layout
+    if k < 2:
+        raise ValueError(f"diversity needs at least 2 samples per layout, got {k}.")
+    source, pp = data.validation_source(model, data_root)
+    n = min(diversity_layouts or protocol.diversity_layouts, source.num_examples)
+    weights = lpips_weights or lpips.load("alex")
+    distance = lpips.lpips_fn(weights.variables, "alex")
+    fields = report.protocol_fields(protocol, {"samples_per_layout": k, "diversity_layouts": n})
+    model_sha = params_sha256(model)
+    cache = ChunkCache(os.path.join(out_dir, "partial"), {
+        "protocol": fields, "params_sha256": model_sha, "lpips_sha256": weights.variables_sha256, "batch": BATCH})
+    key = jax.random.key(protocol.seed)
+    chunks = data.chunks_of(n, BATCH)
+    grid = []
+
+    def chunk_means(batch, count):
+        means = []
+        for j, i in enumerate(batch["index"][:count]):
+            instance = batch["instance"][j] if "instance" in batch else None
+            samples = _layout_samples(model, batch["label"][j], instance, jax.random.fold_in(key, int(i)), k)
+            if len(grid) < 4:
+                grid.append(np.concatenate(list(samples[:5]), 1))
+            means.append(diversity.layout_distances(to_signed(samples), distance, where=source.keys(int(i))).mean())
+        return {"per_layout": np.asarray(means)}
+
+    name = lambda c: f"chunk-{c:05d}"  # noqa: E731
+    pending = [c for c in range(len(chunks)) if not cache.has(name(c))]
+    progress = report.Progress(len(pending), f"{protocol.name}: sampling and scoring")
+    if pending:
+        for c, batch, count in data.batches(source, pp, chunks):
+            if c in pending:
+                cache.get_or_compute(name(c), lambda: chunk_means(batch, count))
+                progress.update()
+    per_layout = np.concatenate([cache.get(name(c))["per_layout"] for c in range(len(chunks))])
+    div = diversity.summarise(per_layout, k, net="alex")
+    results = {
+        "protocol": fields,
+        "checkpoint": report.checkpoint_fields(model) | {"params_sha256": model_sha,
+                                                         "stochastic": is_stochastic(model)},
+        "networks": {"lpips": weights.provenance()},
+        "metrics": {"diversity": div},
+        "resume": {"chunks": len(chunks), "chunks_computed": cache.computed},
+        "notes": [] if is_stochastic(model) else ["this model is deterministic given the layout: diversity 0"],
+    }
+    if grid:
+        from PIL import Image
+        Image.fromarray(np.concatenate(grid, 0)).save(os.path.join(out_dir, "samples.png"))
+    report.write(results, out_dir, [
+        (f"LPIPS diversity (K={k}, {n} layouts)", f"{div['lpips_diversity']:.4f} ± {div['lpips_diversity_std']:.4f}")])
+    return results

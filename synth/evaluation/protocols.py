@@ -1,0 +1,94 @@
+"""The named, versioned evaluation protocols: every choice that changes a published number, written down.
+
+- `scenes-v1` runs on any fresh machine, with the embedded networks, stated as such (see `scenes_v1`).
+- `spade-cityscapes-v1`, `spade-ade20k-v1`, `spade-coco-v1`: FID and KID with the FID InceptionV3 on the
+  validation set, at the model's resolution (see `fid_v1`). Their segmenters (DRN-D-105, UperNet-R101,
+  DeepLabV2-R101) are not ported yet, so mIoU and pixel accuracy are reported as unavailable, by name.
+- `cimle-diversity-v1`: LPIPS v0.1 (AlexNet) diversity of K samples per validation layout, for any dataset
+  (see `diversity_v1`).
+
+A protocol's fields are copied into every results.json; a field overridden on the command line is marked there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+
+class ProtocolUnavailable(RuntimeError):
+    """A named protocol that cannot run here: its files are missing."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    name: str
+    runner: str  # "scenes", "fid" or "diversity"
+    dataset: str  # the dataset the model must have been trained on; "any" takes the model's own
+    real_images: int | None  # validation layouts (and real images) used; None = the whole validation split
+    samples_per_layout: int
+    feature_network: str
+    resize: str
+    segmenter: str
+    diversity_layouts: int = 0
+    real_set: str = "the validation split through the dataset's eval preprocessing, at the model's resolution"
+    quantisation: str = "generated and real images quantised to uint8, as saved PNGs"
+    seed: int = 0
+    kid_subset_size: int = 1000  # capped at half the set, so that subsets differ
+
+
+def _standard(dataset: str, segmenter: str) -> Protocol:
+    return Protocol(f"spade-{dataset.replace('_stuff', '')}-v1", "fid", dataset, None, 1, "fid-inception-v3",
+                    "pytorch-fid", f"{segmenter} (not ported yet: mIoU and pixel accuracy unavailable)")
+
+
+PROTOCOLS = {p.name: p for p in (
+    Protocol("scenes-v1", "scenes", "scenes", real_images=200, samples_per_layout=9, diversity_layouts=20,
+             feature_network="hed-vgg16-relu5_3-avg (embedded stand-in for FID Inception)",
+             resize="none (the model's resolution)", segmenter="scenes-segmenter-v1",
+             real_set="the first validation scenes, rendered at the model's resolution",
+             quantisation="generated images quantised to uint8; real scenes are rendered as uint8",
+             kid_subset_size=100),
+    _standard("cityscapes", "drn-d-105"),
+    _standard("ade20k", "upernet-r101"),
+    _standard("coco_stuff", "deeplabv2-r101"),
+    Protocol("cimle-diversity-v1", "diversity", "any", real_images=None, samples_per_layout=10,
+             diversity_layouts=100, feature_network="lpips-v0.1-alex", resize="none (the model's resolution)",
+             segmenter="none", real_set="the first validation layouts (no real images are used)"),
+)}
+
+RESIZE_MODES = ("pytorch-fid", "clean")
+
+
+def get(name: str) -> Protocol:
+    if name not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {name!r}; expected one of {sorted(PROTOCOLS)}")
+    return PROTOCOLS[name]
+
+
+def check_dataset(protocol: Protocol, dataset: str) -> None:
+    if protocol.dataset not in ("any", dataset):
+        raise ValueError(f"protocol {protocol.name} evaluates {protocol.dataset} models; this model was trained on "
+                         f"{dataset!r}")
+
+
+def missing_requirements(protocol: Protocol, dataset: str, data_root: str | None, weights: bool = True) -> list[str]:
+    """What a protocol needs and cannot find (dataset; weight files unless `weights` is False), by name."""
+    from synth.pretrained import files, inception, lpips
+    missing = []
+    if dataset != "scenes" and (not data_root or not os.path.isdir(data_root)):
+        missing.append(f"the {dataset} dataset (pass --data_root, or set data.root in the config; got {data_root!r})")
+    if not weights:
+        needed = []
+    elif protocol.runner == "fid":
+        needed = [lambda: files.locate(inception.INCEPTION_FID_WEIGHTS)]
+    elif protocol.runner == "diversity":
+        needed = [lambda: files.locate(lpips.BACKBONE_FILES["alex"]), lambda: lpips.locate_linear("alex")]
+    else:
+        needed = []
+    for locate in needed:
+        try:
+            locate()
+        except files.MissingWeightsError as e:
+            missing.append(str(e))
+    return missing

