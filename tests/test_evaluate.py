@@ -1,7 +1,6 @@
 """evaluate.py's scenes-v1 protocol end to end on a tiny trained checkpoint, and the scene segmenter."""
 
 import json
-import os
 
 import numpy as np
 import pytest

@@ -15,7 +15,6 @@ from configs import spade_cityscapes
 from synth import evaluation, generate
 from synth.evaluation import chunks, diversity_v1, fid_v1
 from synth.pretrained import files, inception, lpips
-from synth.training import state as state_lib
 
 H, W = 64, 128
 VAL = 7  # validation images: chunks of 4 -> 2 chunks, the last one short
