@@ -77,3 +77,48 @@ def test_bad_inputs():
         D.lpips_diversity(lambda i: _samples(3)[0, : 4 - i], _l1, num_layouts=2)
     with pytest.raises(ValueError, match=r"returned shape \(\)"):
         D.lpips_diversity(_samples(3), lambda x, y: np.float64(0.0))
+
+
+def _per_class_model(labels, k=3):
+    """A model with one code per class: sample j of (layout, c) paints class c with grey level 0.2 j, every
+    other class with a fixed grey; its spatial distance is the squared pixel difference (mean over RGB)."""
+    def samples_for_class(layout, c):
+        label = labels[layout]
+        base = np.where(label[..., None] == 0, -0.5, 0.3).repeat(3, -1)
+        return np.stack([np.where((label == c)[..., None], -0.8 + 0.2 * j, base) for j in range(k)]).astype(np.float32)
+
+    def spatial(x, y):
+        return np.mean((np.asarray(x) - np.asarray(y)) ** 2, axis=-1)
+
+    return samples_for_class, spatial
+
+
+def test_class_specific_diversity_against_hand_values():
+    labels = np.zeros((2, 4, 6), np.int32)
+    labels[0, :, :2] = 1  # class 1 in layout 0 only; class 0 in both
+    labels[1, :2] = 0
+    samples_for_class, spatial = _per_class_model(labels)
+    result = D.class_specific_diversity(samples_for_class, labels, spatial)
+    # pairs (0,1), (0,2), (1,2): grey differences 0.2, 0.4, 0.2 -> squared 0.04, 0.16, 0.04, mean 0.08
+    assert result["per_class"][0]["csd"] == pytest.approx(0.08) and result["per_class"][1]["csd"] == pytest.approx(0.08)
+    assert result["mCSD"] == pytest.approx(0.08) and result["mOCD"] == 0.0  # only the class's region changes
+    assert result["per_class"][0]["ocd"] == 0.0 and result["per_class"][1]["ocd"] == 0.0
+    assert result["samples_per_layout"] == 3 and result["num_layouts"] == 2
+    only = D.class_specific_diversity(samples_for_class, labels, spatial, classes=[1])
+    assert list(only["per_class"]) == [1]
+    with pytest.raises(ValueError, match=r"none of the classes \[7\]"):
+        D.class_specific_diversity(samples_for_class, labels, spatial, classes=[7])
+    with pytest.raises(ValueError, match=r"labels must be \[L, H, W\]"):
+        D.class_specific_diversity(samples_for_class, labels[0], spatial)
+
+
+def test_class_specific_diversity_sees_leaks_outside_the_class():
+    labels = np.zeros((1, 4, 6), np.int32)
+    labels[0, :, :3] = 1
+    samples_for_class, spatial = _per_class_model(labels)
+
+    def leaky(layout, c):  # resampling a class also shifts the whole image
+        return np.clip(samples_for_class(layout, c) + 0.1 * np.arange(3)[:, None, None, None], -1, 1)
+
+    result = D.class_specific_diversity(leaky, labels, spatial)
+    assert result["mOCD"] > 0 and result["mCSD"] > result["mOCD"]

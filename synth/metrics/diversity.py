@@ -1,5 +1,7 @@
 """LPIPS diversity of multimodal generation: how different the K samples generated for one layout are.
 
+`class_specific_diversity` gives SMIS's mCSD / mOCD for models with a code per class.
+
 Protocol (as in the multimodal image-synthesis papers that report "LPIPS diversity"):
 
 * for each of L layouts, K samples (different noise / style codes, same layout), images NHWC in [-1, 1];
@@ -103,4 +105,58 @@ def summarise(per_layout, samples_per_layout: int, *, net: str, version: str = V
             "pairs_per_layout": k * (k - 1) // 2, "net": net, "version": version, "protocol": PROTOCOL}
 
 
-__all__ = ["PROTOCOL", "VERSION", "layout_distances", "lpips_diversity", "pair_indices", "summarise"]
+CLASS_PROTOCOL = ("per layout and class present: K samples with only that class's code resampled; for all "
+                  "K(K-1)/2 pairs the spatial LPIPS map averaged inside the class's pixels (CSD) and outside them "
+                  "(OCD); means over pairs, then over layouts per class, then over classes (mCSD, mOCD)")
+
+
+def class_specific_diversity(samples_for_class: Callable, labels, spatial_distance: Callable, *,
+                             classes=None, min_pixels: int = 1, pair_batch: int = 32, net: str = "alex",
+                             version: str = VERSION) -> dict:
+    """SMIS's mCSD and mOCD for models with per-class codes: how much resampling one class's code changes that
+    class's region (mCSD, higher is better) and everything else (mOCD, lower is better).
+
+    samples_for_class(layout_index, class_id) -> [K, H, W, 3] in [-1, 1]: K images of that layout in which only
+    the class's code differs. labels: [L, H, W] class ids. spatial_distance(x, y) -> [N, H, W] (LPIPS with
+    `spatial=True`). classes: the class ids scored (default: every id in `labels`); a class is scored on the
+    layouts where it has at least `min_pixels` pixels.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 3:
+        raise ValueError(f"labels must be [L, H, W] class ids, got shape {labels.shape}.")
+    classes = np.unique(labels) if classes is None else np.asarray(classes)
+    per_class_csd, per_class_ocd, k = {}, {}, None
+    for c in classes.tolist():
+        csd, ocd = [], []
+        for layout, label in enumerate(labels):
+            inside = label == c
+            if inside.sum() < int(min_pixels):
+                continue
+            samples = _check_samples(samples_for_class(layout, c), f"layout {layout}, class {c}")
+            if samples.shape[1:3] != label.shape:
+                raise ValueError(f"layout {layout}, class {c}: samples are {samples.shape[1:3]}, labels {label.shape}.")
+            k = samples.shape[0]
+            first, second = pair_indices(k)
+            maps = np.concatenate([np.asarray(spatial_distance(samples[first[s:s + pair_batch]],
+                                                               samples[second[s:s + pair_batch]]), np.float64)
+                                   for s in range(0, first.size, pair_batch)])
+            if maps.shape != (first.size,) + label.shape:
+                raise ValueError(f"the spatial distance returned shape {maps.shape}; expected "
+                                 f"{(first.size,) + label.shape}.")
+            csd.append(float(maps[:, inside].mean()))
+            if (~inside).any():
+                ocd.append(float(maps[:, ~inside].mean()))
+        if csd:
+            per_class_csd[c] = float(np.mean(csd))
+            per_class_ocd[c] = float(np.mean(ocd)) if ocd else float("nan")
+    if not per_class_csd:
+        raise ValueError(f"none of the classes {classes.tolist()} has {min_pixels} pixel(s) in any layout.")
+    ocd_values = [v for v in per_class_ocd.values() if np.isfinite(v)]
+    return {"mCSD": float(np.mean(list(per_class_csd.values()))),
+            "mOCD": float(np.mean(ocd_values)) if ocd_values else float("nan"),
+            "per_class": {c: {"csd": per_class_csd[c], "ocd": per_class_ocd[c]} for c in per_class_csd},
+            "samples_per_layout": int(k), "num_layouts": int(labels.shape[0]), "net": net, "version": version,
+            "protocol": CLASS_PROTOCOL}
+
+
+__all__ = ["CLASS_PROTOCOL", "PROTOCOL", "VERSION", "class_specific_diversity", "layout_distances", "lpips_diversity", "pair_indices", "summarise"]
