@@ -91,7 +91,6 @@ def run(model, protocol: Protocol, out_dir: str, *, real_images: int | None = No
         return {"samples": samples, "real_features": features(real), "fake_features": features(fake),
                 "real_prediction": segmenter(real), "fake_prediction": segmenter(fake)}
 
-    real_stats, fake_stats = fid.FeatureStats(512), fid.FeatureStats(512)
     real_feats, fake_feats = [], []
     real_conf = ConfusionMatrix(scenes.NUM_CLASSES, scenes.IGNORE_ID)
     fake_conf = ConfusionMatrix(scenes.NUM_CLASSES, scenes.IGNORE_ID)
@@ -104,8 +103,6 @@ def run(model, protocol: Protocol, out_dir: str, *, real_images: int | None = No
         r = cache.get_or_compute(f"chunk-{c:05d}", lambda: compute_chunk(c, labels, instances, chunk))
         real_feats.append(r["real_features"])
         fake_feats.append(r["fake_features"])
-        real_stats.add(r["real_features"])
-        fake_stats.add(r["fake_features"])
         real_conf.update(r["real_prediction"], labels)
         fake_conf.update(r["fake_prediction"], labels)
         colour.add(to_signed(r["samples"][0]), to_signed(np.stack([s.image for s in chunk])), labels)
@@ -148,7 +145,7 @@ def run(model, protocol: Protocol, out_dir: str, *, real_images: int | None = No
         },
         "class_map": {"classes": list(scenes.CLASSES), "ignore_id": scenes.IGNORE_ID},
         "metrics": {
-            "fid_hed": fid.fid_from_stats(real_stats, fake_stats),
+            "fid_hed": fid.fid_from_features(np.concatenate(real_feats), np.concatenate(fake_feats)),
             "kid_hed": {"mean": kid_mean, "std": kid_std, "subset_size": kid_size, "subsets": 100},
             "miou": {"generated": float(fake_conf.miou()), "real (upper bound)": float(real_conf.miou())},
             "pixel_accuracy": {"generated": float(fake_conf.pixel_accuracy()),
