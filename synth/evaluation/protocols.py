@@ -33,6 +33,7 @@ class Protocol:
     diversity_layouts: int = 0
     real_set: str = "the validation split through the dataset's eval preprocessing, at the model's resolution"
     quantisation: str = "generated and real images quantised to uint8, as saved PNGs"
+    segmentation_resolution: str = "the model's resolution, labels nearest-resized"
     seed: int = 0
     kid_subset_size: int = 1000  # capped at half the set, so that subsets differ
 
