@@ -53,8 +53,9 @@ def config_for(s: dict, reuse_fake: bool) -> mlc.ConfigDict:
     return c
 
 
-def time_ours(s: dict, reuse_fake: bool, steps: int) -> dict:
-    config = config_for(s, reuse_fake)
+def time_ours(config: mlc.ConfigDict, s: dict, steps: int, forward: bool = False) -> dict:
+    """Our jitted, donated training step (G then D) on random data of setting `s`; with `forward`, also the
+    generator's inference forward (eval-mode BatchNorm)."""
     spec = DatasetSpec("bench", labels.custom(s["classes"]), use_instance=False)
     size, batch = s["size"], s["batch"]
     system = models.build(config.model, size, size)
@@ -83,10 +84,23 @@ def time_ours(s: dict, reuse_fake: bool, steps: int) -> dict:
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - t0)
     median = statistics.median(times)
-    return {"median_step_s": round(median, 3), "images_per_s": round(batch / median, 3),
-            "gflop_per_step": round(flops / 1e9, 1), "achieved_gflop_per_s": round(flops / 1e9 / median, 1),
-            "compile_s": round(compile_s, 1),
-            "xla_temp_mib": round(getattr(memory, "temp_size_in_bytes", 0) / 2 ** 20, 1) if memory else None}
+    out = {"median_step_s": round(median, 3), "images_per_s": round(batch / median, 3),
+           "gflop_per_step": round(flops / 1e9, 1), "achieved_gflop_per_s": round(flops / 1e9 / median, 1),
+           "compile_s": round(compile_s, 1),
+           "xla_temp_mib": round(getattr(memory, "temp_size_in_bytes", 0) / 2 ** 20, 1) if memory else None}
+    if forward:
+        g = state["g"]
+        seg = gan_step.make_semantics(spec)(data)
+        apply = jax.jit(lambda v, x: system.generator.apply(v, x, None, train=False))
+        variables = {"params": g["params"], "batch_stats": g["batch_stats"], "spectral": g["spectral"]}
+        jax.block_until_ready(apply(variables, seg))
+        fwd = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            jax.block_until_ready(apply(variables, seg))
+            fwd.append(time.perf_counter() - t0)
+        out["generator_forward_s"] = round(statistics.median(fwd), 3)
+    return out
 
 
 OFFICIAL_DRIVER = r'''
@@ -204,8 +218,8 @@ def main():
     result = {"devices": [str(d) for d in jax.devices()], "cpus": os.cpu_count()}
     for name in args.settings.split(","):
         s = SETTINGS[name]
-        entry = {"setting": s, "ours_official_order": time_ours(s, False, args.steps),
-                 "ours_reuse_fake_for_d": time_ours(s, True, args.steps)}
+        entry = {"setting": s, "ours_official_order": time_ours(config_for(s, False), s, args.steps),
+                 "ours_reuse_fake_for_d": time_ours(config_for(s, True), s, args.steps)}
         if args.spade_root and args.torch_python:
             entry["official_pytorch"] = time_official(s, args.steps, args.spade_root, args.torch_python)
             off = entry["official_pytorch"].get("images_per_s")
