@@ -195,17 +195,23 @@ print(json.dumps({"median_step_s": round(m, 3), "images_per_s": round(batch / m,
 '''
 
 
-def time_official(s: dict, steps: int, spade_root: str, torch_python: str) -> dict:
+def run_driver(source: str, args: list[str], torch_python: str, cwd: str | None = None) -> dict:
+    """Runs a torch driver script (written to a temporary folder, the working directory unless `cwd`) and
+    returns the JSON of its last stdout line, or {"error": its stderr's tail}."""
     with tempfile.TemporaryDirectory() as tmp:
         driver = os.path.join(tmp, "official_driver.py")
         with open(driver, "w") as f:
-            f.write(OFFICIAL_DRIVER)
-        args = [torch_python, driver, spade_root] + [str(s[k]) for k in ("size", "classes", "ngf", "ndf", "batch",
-                                                                           "n_layers_D")] + [str(steps)]
-        out = subprocess.run(args, capture_output=True, text=True, cwd=spade_root, timeout=3000)
+            f.write(source)
+        out = subprocess.run([torch_python, driver] + args, capture_output=True, text=True, cwd=cwd or tmp,
+                             timeout=3000)
     if out.returncode:
         return {"error": out.stderr[-2000:]}
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def time_official(s: dict, steps: int, spade_root: str, torch_python: str) -> dict:
+    args = [spade_root] + [str(s[k]) for k in ("size", "classes", "ngf", "ndf", "batch", "n_layers_D")] + [str(steps)]
+    return run_driver(OFFICIAL_DRIVER, args, torch_python, cwd=spade_root)
 
 
 def main():

@@ -4,7 +4,8 @@ with torch and torchvision, the official PyTorch trainer side by side in the sam
 Settings (the issue's): tiny = 64x64, batch 8, ngf 32, ndf 32; large = 256x256, batch 1, ngf 64, ndf 64. Both
 with 12 classes, no instance map, no VAE (the encoder would add the same on both sides), VGG-19 perceptual loss
 on (random weights), hinge loss, lambda_feat 20 over the four FPSE features: the official `train.sh` losses.
-Also each side's generator inference forward.
+Also each side's generator inference forward, and ours with `train.reuse_fake_for_d` (the D step takes the G
+step's fake instead of generating it again, one generator forward fewer; a deliberate deviation, off by default).
 
 The official side runs the unmodified `trainers/pix2pix_trainer.py` step (`run_generator_one_step`, then
 `run_discriminator_one_step`) on the CPU with 2 threads; its CUDA and DistributedDataParallel hard-wiring is
@@ -22,12 +23,10 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_step import time_ours  # noqa: E402
+from train_step import run_driver, time_ours  # noqa: E402
 
 import jax  # noqa: E402
 import ml_collections as mlc  # noqa: E402
@@ -40,10 +39,11 @@ SETTINGS = {
 }
 
 
-def config_for(s: dict) -> mlc.ConfigDict:
+def config_for(s: dict, reuse_fake: bool = False) -> mlc.ConfigDict:
     c = mlc.ConfigDict()
     c.model = ccfpse_model(ngf=s["ngf"], ndf=s["ndf"], use_vae=False)
-    c.train = mlc.ConfigDict(dict(num_steps=1000, decay_start_step=1000, ema_decay=0.0, reuse_fake_for_d=False))
+    c.train = mlc.ConfigDict(dict(num_steps=1000, decay_start_step=1000, ema_decay=0.0,
+                                  reuse_fake_for_d=reuse_fake))
     c.optim = mlc.ConfigDict(dict(lr_g=1e-4, lr_d=4e-4, b1=0.0, b2=0.9))
     c.loss = mlc.ConfigDict(dict(gan_mode="hinge", lambda_feat=20.0, feat_mode="fpse", lambda_vgg=10.0,
                                  lambda_kld=0.05))
@@ -137,16 +137,8 @@ print(json.dumps({"median_step_s": round(m, 3), "images_per_s": round(batch / m,
 
 
 def time_official(s: dict, steps: int, root: str, torch_python: str) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        driver = os.path.join(tmp, "official_driver.py")
-        with open(driver, "w") as f:
-            f.write(OFFICIAL_DRIVER)
-        args = [torch_python, driver, os.path.abspath(root)] + [
-            str(s[k]) for k in ("size", "classes", "ngf", "ndf", "batch")] + [str(steps)]
-        out = subprocess.run(args, capture_output=True, text=True, cwd=tmp, timeout=3000)
-    if out.returncode:
-        return {"error": out.stderr[-2000:]}
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    args = [os.path.abspath(root)] + [str(s[k]) for k in ("size", "classes", "ngf", "ndf", "batch")] + [str(steps)]
+    return run_driver(OFFICIAL_DRIVER, args, torch_python)
 
 
 def main():
@@ -159,11 +151,13 @@ def main():
     result = {"devices": [str(d) for d in jax.devices()], "cpus": os.cpu_count()}
     for name in args.settings.split(","):
         s = SETTINGS[name]
-        entry = {"setting": s, "ours": time_ours(config_for(s), s, args.steps, forward=True)}
+        entry = {"setting": s, "ours": time_ours(config_for(s), s, args.steps, forward=True),
+                 "ours_reuse_fake_for_d": time_ours(config_for(s, True), s, args.steps)}
         if args.ccfpse_root and args.torch_python:
             entry["official_pytorch"] = official = time_official(s, args.steps, args.ccfpse_root, args.torch_python)
             if official.get("images_per_s"):
-                entry["ours"]["speedup_vs_official"] = round(entry["ours"]["images_per_s"] / official["images_per_s"], 2)
+                for k in ("ours", "ours_reuse_fake_for_d"):
+                    entry[k]["speedup_vs_official"] = round(entry[k]["images_per_s"] / official["images_per_s"], 2)
                 entry["ours"]["forward_speedup_vs_official"] = round(
                     official["generator_forward_s"] / entry["ours"]["generator_forward_s"], 2)
         result[name] = entry
