@@ -11,11 +11,12 @@ For K layouts and m codes each, three timings side by side in one process (media
   overhead = kernel / bare - 1.
 Peak memory: XLA's temp allocation of the compiled kernel and bare functions (`memory_analysis`).
 
-    python bench/imle_search.py [--settings tiny,full] [--repeats 3] [--no-warmup]
+    python bench/imle_search.py [--settings tiny,mid,full] [--repeats 3] [--no-warmup] [--unroll N|full] [--no-loop]
 
 `tiny`: K 16, m 10, 64x64, the scenes_cimle CRN (widths 32/16, noise encoder 32) and VGG-19 (MatConvNet
 structure, random weights: the cost does not depend on them) to conv5_2. `full`: K 1, m 10, 256x512, the
-official CRN widths (1024/512) and noise encoder (100) - about 1 TFLOP per candidate.
+official CRN widths (1024/512) and noise encoder (100) - about 1 TFLOP per candidate; `mid`: the same at
+128x256.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from synth.pretrained import vgg  # noqa: E402
 
 SETTINGS = {
     "tiny": dict(k=16, m=10, h=64, w=64, widths=(32, 32, 32, 32, 16), noise_width=32, chunk=5, classes=12),
+    "mid": dict(k=1, m=10, h=128, w=256, widths=crn_widths(128), noise_width=100, chunk=2, classes=20),
     "full": dict(k=1, m=10, h=256, w=512, widths=crn_widths(256), noise_width=100, chunk=2, classes=20),
 }
 
@@ -53,7 +55,7 @@ def timed(fn, repeats: int, warmup: bool = True) -> tuple[float, object]:
     return float(np.median(times)), out
 
 
-def bench(name: str, s: dict, repeats: int, warmup: bool = True) -> dict:
+def bench(name: str, s: dict, repeats: int, warmup: bool = True, unroll: int | bool = 1, loop: bool = True) -> dict:
     k, m, h, w, chunk = s["k"], s["m"], s["h"], s["w"], s["chunk"]
     gen = CRNGenerator(height=h, width=w, widths=tuple(s["widths"]), num_noise=10, noise_width=s["noise_width"])
     seg = jax.nn.one_hot(jax.random.randint(jax.random.key(1), (k, h, w), 0, s["classes"]), s["classes"])
@@ -74,8 +76,10 @@ def bench(name: str, s: dict, repeats: int, warmup: bool = True) -> dict:
 
     kernel = jax.jit(lambda p, fp, sg, r, wt, ks: imle.nearest_codes(
         lambda a, n: generate(p, a, n), distance, lambda x: fnet.apply(fp, x), sg, r, wt, ks,
-        num_samples=m, chunk=chunk, noise_shape=shape))
+        num_samples=m, chunk=chunk, noise_shape=shape, unroll=unroll))
+    t0 = time.perf_counter()
     kernel = kernel.lower(params, fparams, seg, real, weights, keys).compile()  # compiled ahead, not timed
+    compile_s = time.perf_counter() - t0
     t_kernel, (_, best, d) = timed(lambda: kernel(params, fparams, seg, real, weights, keys), repeats, warmup)
 
     # bare: the K*m generator and VGG forwards at the kernel's batch size (plus the K real images' VGG
@@ -91,23 +95,26 @@ def bench(name: str, s: dict, repeats: int, warmup: bool = True) -> dict:
     t_bare, _ = timed(lambda: [real_forward(fparams, real)] + [forwards(params, fparams, seg_r, noise[c])
                                                                for c in range(chunks)], repeats, warmup)
 
-    one_gen = jax.jit(lambda sg, nz: generate(params, sg, nz))
-    one_dist = jax.jit(lambda f, r, wt: dist(fparams, f, r, wt))
-    one_dist(one_gen(seg[:1], noise[0, :1]), real[:1], weights[:1])  # compile the loop's two functions
-    t_loop, (best_loop, _) = timed(lambda: imle.nearest_codes_loop(
-        one_gen, one_dist, seg, real, weights, keys, num_samples=m, noise_shape=shape), max(1, repeats // 2),
-        warmup)
-
-    return {
+    result = {
         "setting": name, "K": k, "m": m, "size": [h, w], "chunk": chunk, "widths": list(s["widths"]),
-        "seconds": {"kernel": round(t_kernel, 3), "bare_forwards": round(t_bare, 3), "per_sample_loop": round(t_loop, 3)},
+        "unroll": unroll, "kernel_compile_s": round(compile_s, 1),
+        "seconds": {"kernel": round(t_kernel, 3), "bare_forwards": round(t_bare, 3)},
         "selection_overhead_vs_bare": round(t_kernel / t_bare - 1, 4),
-        "speedup_vs_loop": round(t_loop / t_kernel, 2),
-        "same_choice_as_loop": bool(np.array_equal(np.asarray(best), best_loop)),
         "temp_bytes": {"kernel": kernel.memory_analysis().temp_size_in_bytes,
                        "bare_forwards": forwards.memory_analysis().temp_size_in_bytes},
         "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }
+    if loop:
+        one_gen = jax.jit(lambda sg, nz: generate(params, sg, nz))
+        one_dist = jax.jit(lambda f, r, wt: dist(fparams, f, r, wt))
+        one_dist(one_gen(seg[:1], noise[0, :1]), real[:1], weights[:1])  # compile the loop's two functions
+        t_loop, (best_loop, _) = timed(lambda: imle.nearest_codes_loop(
+            one_gen, one_dist, seg, real, weights, keys, num_samples=m, noise_shape=shape), max(1, repeats // 2),
+            warmup)
+        result["seconds"]["per_sample_loop"] = round(t_loop, 3)
+        result["speedup_vs_loop"] = round(t_loop / t_kernel, 2)
+        result["same_choice_as_loop"] = bool(np.array_equal(np.asarray(best), best_loop))
+    return result
 
 
 def main():
@@ -116,10 +123,13 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-warmup", action="store_true",
                         help="time the first (already compiled) call: for the full setting, minutes per call")
+    parser.add_argument("--unroll", default="1", help="the kernel's scan unroll: an int, or 'full'")
+    parser.add_argument("--no-loop", action="store_true", help="skip the per-sample loop")
     args = parser.parse_args()
+    unroll = True if args.unroll == "full" else int(args.unroll)
     out = {"device": str(jax.devices()[0]), "results": []}
     for name in args.settings.split(","):
-        out["results"].append(bench(name, SETTINGS[name], args.repeats, not args.no_warmup))
+        out["results"].append(bench(name, SETTINGS[name], args.repeats, not args.no_warmup, unroll, not args.no_loop))
         print(json.dumps(out["results"][-1]), file=sys.stderr)
     print(json.dumps(out, indent=1))
 
