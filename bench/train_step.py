@@ -103,6 +103,34 @@ def time_ours(config: mlc.ConfigDict, s: dict, steps: int, forward: bool = False
     return out
 
 
+# The end of every official-trainer driver: given `trainer`, `data`, `steps` and `inference_model`, time the
+# training step (G then D, as the official train.py) and the inference forward; print JSON.
+TRAINER_TIMING = r'''
+def one():
+    trainer.run_generator_one_step(data)
+    trainer.run_discriminator_one_step(data)
+
+
+one()
+times = []
+for _ in range(steps):
+    t0 = time.perf_counter()
+    one()
+    times.append(time.perf_counter() - t0)
+m = statistics.median(times)
+fwd = []
+with torch.no_grad():
+    for _ in range(3):
+        t0 = time.perf_counter()
+        inference_model(data, mode="inference")
+        fwd.append(time.perf_counter() - t0)
+import resource
+print(json.dumps({"median_step_s": round(m, 3), "images_per_s": round(batch / m, 3),
+                  "generator_forward_s": round(statistics.median(fwd), 3),
+                  "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+'''
+
+
 OFFICIAL_DRIVER = r'''
 import json, os, pickle, statistics, sys, time, types
 import torch
@@ -169,30 +197,8 @@ sys.stdout = stdout
 data = {"label": torch.randint(0, classes, (batch, 1, size, size)).float(),
         "instance": torch.zeros(batch), "image": torch.rand(batch, 3, size, size) * 2 - 1, "path": [""] * batch}
 
-
-def one():
-    trainer.run_generator_one_step(data)
-    trainer.run_discriminator_one_step(data)
-
-
-one()
-times = []
-for _ in range(steps):
-    t0 = time.perf_counter()
-    one()
-    times.append(time.perf_counter() - t0)
-m = statistics.median(times)
-fwd = []
-with torch.no_grad():
-    for _ in range(3):
-        t0 = time.perf_counter()
-        trainer.pix2pix_model(data, mode="inference")
-        fwd.append(time.perf_counter() - t0)
-import resource
-print(json.dumps({"median_step_s": round(m, 3), "images_per_s": round(batch / m, 3),
-                  "generator_forward_s": round(statistics.median(fwd), 3),
-                  "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
-'''
+inference_model = trainer.pix2pix_model
+''' + TRAINER_TIMING
 
 
 def run_driver(source: str, args: list[str], torch_python: str, cwd: str | None = None) -> dict:

@@ -26,7 +26,7 @@ import resource
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_step import run_driver, time_ours  # noqa: E402
+from train_step import TRAINER_TIMING, run_driver, time_ours  # noqa: E402
 
 import jax  # noqa: E402
 import ml_collections as mlc  # noqa: E402
@@ -108,32 +108,9 @@ data = {"label": torch.randint(0, classes, (batch, 1, size, size)).float(),
         "instance": torch.zeros(batch, 1, size, size), "image": torch.rand(batch, 3, size, size) * 2 - 1,
         "path": [""] * batch}
 
-
-def one():
-    trainer.run_generator_one_step(data)
-    trainer.run_discriminator_one_step(data)
-
-
-one()
-times = []
-for _ in range(steps):
-    t0 = time.perf_counter()
-    one()
-    times.append(time.perf_counter() - t0)
-m = statistics.median(times)
-model = trainer.pix2pix_model_on_one_gpu
-model.eval()
-fwd = []
-with torch.no_grad():
-    for _ in range(3):
-        t0 = time.perf_counter()
-        model(data, mode="inference")
-        fwd.append(time.perf_counter() - t0)
-import resource
-print(json.dumps({"median_step_s": round(m, 3), "images_per_s": round(batch / m, 3),
-                  "generator_forward_s": round(statistics.median(fwd), 3),
-                  "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
-'''
+inference_model = trainer.pix2pix_model_on_one_gpu
+inference_model.eval()
+''' + TRAINER_TIMING
 
 
 def time_official(s: dict, steps: int, root: str, torch_python: str) -> dict:
