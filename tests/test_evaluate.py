@@ -32,6 +32,8 @@ def test_scenes_v1_writes_every_figure_with_its_protocol(tiny_run, tmp_path, mon
                              samples_per_layout=2)
     saved = json.loads((out / "results.json").read_text())
     assert saved["protocol"]["name"] == "scenes-v1" and saved["protocol"]["real_images"] == 8
+    assert saved["protocol"]["overridden"] == ["real_images", "samples_per_layout"]
+    assert saved["protocol"]["diversity_layouts"] == 8  # follows from 8 layouts; not an override
     assert saved["networks"]["features"]["stands_in_for"] == "FID InceptionV3"
     assert len(saved["networks"]["features"]["source_sha256"]) == 64
     m = results["metrics"]

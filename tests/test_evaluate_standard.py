@@ -90,7 +90,7 @@ def test_fid_protocol_writes_every_figure_and_the_images(straight, inception_wei
     out, results = straight
     saved = json.loads((out / "results.json").read_text())
     assert saved["protocol"]["name"] == "spade-cityscapes-v1" and saved["protocol"]["real_images"] == VAL
-    assert saved["protocol"]["resize"] == "pytorch-fid" and saved["protocol"]["overridden"] == ["real_images"]
+    assert saved["protocol"]["resize"] == "pytorch-fid" and saved["protocol"]["overridden"] == []  # the whole split
     m = results["metrics"]
     assert m["n"] == VAL and m["fid"] > 0 and m["fid_noise_floor"]["n_per_half"] == 3
     assert m["kid"]["subset_size"] == 3 and np.isfinite(m["kid"]["mean"])

@@ -49,7 +49,8 @@ def run(model: generate.Model, protocol: Protocol, out_dir: str, *, data_root: s
     n = min(diversity_layouts or protocol.diversity_layouts, source.num_examples)
     weights = lpips_weights or lpips.load("alex")
     distance = lpips.lpips_fn(weights.variables, "alex")
-    fields = report.protocol_fields(protocol, {"samples_per_layout": k, "diversity_layouts": n})
+    fields = report.protocol_fields(protocol, {"samples_per_layout": k, "diversity_layouts": n},
+                                   {"samples_per_layout": samples_per_layout, "diversity_layouts": diversity_layouts})
     model_sha = params_sha256(model)
     cache = ChunkCache(os.path.join(out_dir, "partial"), {
         "protocol": fields, "params_sha256": model_sha, "lpips_sha256": weights.variables_sha256, "batch": BATCH})

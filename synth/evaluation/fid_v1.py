@@ -47,7 +47,7 @@ def run(model: generate.Model, protocol: Protocol, out_dir: str, *, data_root: s
         real_images: int | None = None, resize: str | None = None, inception_weights=None) -> dict:
     """`inception_weights`: a `files.Converted` to use instead of the published file (tests)."""
     check_dataset(protocol, model.spec.name)
-    resize = resize or protocol.resize
+    given_resize, resize = resize, resize or protocol.resize
     if resize not in RESIZE_MODES:
         raise ValueError(f"unknown resize {resize!r}; expected one of {RESIZE_MODES}")
     source, pp = data.validation_source(model, data_root)
@@ -57,7 +57,8 @@ def run(model: generate.Model, protocol: Protocol, out_dir: str, *, data_root: s
     weights = inception_weights or inception.load()
     features = inception.make_feature_fn(weights.variables, resize)
     chunks = data.chunks_of(n, BATCH)
-    fields = report.protocol_fields(protocol, {"real_images": n, "resize": resize})
+    fields = report.protocol_fields(protocol, {"real_images": n, "resize": resize},
+                                   {"real_images": real_images, "resize": given_resize})
     root = data_root or model.config.data.get("root", "")
     reference = _reference_cache({
         "dataset": model.spec.name, "root": os.path.abspath(root) if root else "", "split": source.split,

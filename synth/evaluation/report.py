@@ -39,12 +39,13 @@ def write(results: dict, out_dir: str, rows: list[tuple[str, str]]) -> None:
         f.write("\n".join(lines) + "\n")
 
 
-def protocol_fields(protocol, overridden: dict) -> dict:
-    """The protocol's fields as run, and which of them the command line changed."""
+def protocol_fields(protocol, resolved: dict, given: dict) -> dict:
+    """The protocol's fields as run (`resolved`: values that follow from the data, e.g. the split's size) and,
+    under "overridden", which of them the command line set (`given`, None where not) to a non-default value."""
     import dataclasses
     fields = dataclasses.asdict(protocol)
-    changed = {k: v for k, v in overridden.items() if v is not None and fields.get(k) != v}
-    return fields | changed | {"overridden": sorted(changed)}
+    overridden = sorted(k for k, v in given.items() if v is not None and fields.get(k) != v)
+    return fields | resolved | {"overridden": overridden}
 
 
 def checkpoint_fields(model) -> dict:

@@ -75,8 +75,9 @@ def run(model, protocol: Protocol, out_dir: str, *, real_images: int | None = No
     indices = list(scenes.SceneSplits().indices("validation"))[:n]
     key = jax.random.key(protocol.seed)
     stochastic = is_stochastic(model)
-    fields = report.protocol_fields(protocol, {"real_images": n, "samples_per_layout": k,
-                                               "diversity_layouts": n_div})
+    fields = report.protocol_fields(protocol, {"real_images": n, "samples_per_layout": k, "diversity_layouts": n_div},
+                                    {"real_images": real_images, "samples_per_layout": samples_per_layout,
+                                     "diversity_layouts": diversity_layouts})
     model_sha = params_sha256(model)
     cache = ChunkCache(os.path.join(out_dir, "partial"), {
         "protocol": fields, "params_sha256": model_sha, "features_sha256": converted.variables_sha256,
