@@ -9,7 +9,8 @@ Choices (all written to results.json):
   to 299 by pytorch-fid's bilinear (default) or clean-fid's PIL bicubic (`--resize clean`);
 - FID in float64 on the host with N reported (`fid.fid_from_features`: below 2048 images the exact low-rank
   route, where pytorch-fid's sqrtm is unreliable); KID (subsets of min(1000, N/2)); the noise floor: FID between the
-  two halves of the real set (a lower bound on what N images can resolve);
+  two halves of the real set (what two real sets of N/2 images score against each other, so that model
+  differences of that order are not resolved at this N);
 - mIoU / pixel accuracy: unavailable until the protocol's segmenter is ported (named in the results).
 Real features are cached under $SYNTH_CACHE_DIR/fid_reference (shared by every model evaluated on that set),
 generated ones in OUT/partial; an interrupted run resumes chunk by chunk.
