@@ -9,7 +9,7 @@ from scipy import stats
 
 from data_pipelines import labels
 from data_pipelines.sources import DatasetSpec, Source, get_source
-from synth import rarity
+from synth import rarity, rarity_cache
 
 IGNORE = 255
 
@@ -212,12 +212,12 @@ def _source(data, name="toy", split="train"):
 def test_cache_round_trip_refit_and_fingerprint(tmp_path, caplog):
     data = _cars(num_red=30, num_lime=3)
     source, loads = _source(data)
-    colours, fit = rarity.load_or_compute(source, tmp_path, min_images=20)
+    colours, fit = rarity_cache.load_or_compute(source, tmp_path, min_images=20)
     assert len(loads) >= len(data)
     files = sorted(p.name for p in tmp_path.iterdir())
     assert files == ["rarity_toy_train.npz"]  # no temporary file left behind
     loads.clear()
-    colours2, fit2 = rarity.load_or_compute(source, tmp_path, min_images=20)
+    colours2, fit2 = rarity_cache.load_or_compute(source, tmp_path, min_images=20)
     assert len(loads) <= 2  # the fingerprint only
     np.testing.assert_array_equal(colours2.means, colours.means)
     for field in ("scores", "present", "fitted", "excluded"):
@@ -225,12 +225,12 @@ def test_cache_round_trip_refit_and_fingerprint(tmp_path, caplog):
     assert (fit2.min_images, fit2.skipped_score, fit2.void_class) == (20, "image_max", True)
     # Other fitting parameters: the colours are reused.
     loads.clear()
-    _, fit3 = rarity.load_or_compute(source, tmp_path, min_images=40)
+    _, fit3 = rarity_cache.load_or_compute(source, tmp_path, min_images=40)
     assert len(loads) <= 2 and not fit3.fitted.any()
     # Other data under the same name and split: recomputed, with a warning naming what differs.
     other, other_loads = _source(_cars(num_red=30, num_lime=3, seed=1))
-    with caplog.at_level(logging.WARNING, logger="synth.rarity"):
-        colours4, _ = rarity.load_or_compute(other, tmp_path, min_images=40)
+    with caplog.at_level(logging.WARNING, logger="synth.rarity_cache"):
+        colours4, _ = rarity_cache.load_or_compute(other, tmp_path, min_images=40)
     assert "fingerprint differs in content_sha256" in caplog.text
     assert len(other_loads) >= len(data) and not np.array_equal(colours4.means, colours.means)
 
@@ -241,10 +241,10 @@ def test_scenes_fingerprint_tells_seeds_apart(tmp_path):
                                                         "height": 24, "width": 32}})
 
     a, b = get_source(cfg(0), "train"), get_source(cfg(1), "train")
-    fa, fb = rarity.dataset_fingerprint(a), rarity.dataset_fingerprint(b)
+    fa, fb = rarity_cache.dataset_fingerprint(a), rarity_cache.dataset_fingerprint(b)
     assert fa["keys_sha256"] == fb["keys_sha256"] and fa["content_sha256"] != fb["content_sha256"]
     assert fa["image_shape"] == [24, 32, 3] and fa["num_classes"] == 12
-    colours, fit = rarity.load_or_compute(a, tmp_path, min_images=4)
+    colours, fit = rarity_cache.load_or_compute(a, tmp_path, min_images=4)
     assert colours.means.shape == (12, 13, 3) and fit.fitted[0]  # sky is in every scene
     assert not colours.present[:, 12].any()  # scenes label every pixel: the void column stays empty
 

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from data_pipelines import pipeline, sources
-from synth import cache, imle, rarity
+from synth import cache, imle, rarity, rarity_cache
 from synth.training import imle_step, sharding
 from synth.training.loop import MODEL_KEYS, BaseTrainer, load_feature_net
 
@@ -69,7 +69,7 @@ class IMLETrainer(BaseTrainer):
             donate_argnums=0, out_shardings=self.replicated)
         self.rarity = self.sampler = None
         if cfg.rebalance_data or cfg.rebalance_loss:
-            colours, self.rarity = rarity.load_or_compute(
+            colours, self.rarity = rarity_cache.load_or_compute(
                 self.train_source, cache.root(), min_images=cfg.rarity_min_images,
                 skipped_score=cfg.rarity_skipped_score)
             if cfg.rebalance_data:
