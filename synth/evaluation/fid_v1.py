@@ -30,7 +30,7 @@ from synth import cache as cache_lib
 from synth import generate
 from synth.evaluation import data, report
 from synth.evaluation.chunks import ChunkCache
-from synth.evaluation.protocols import RESIZE_MODES, Protocol, check_dataset
+from synth.evaluation.protocols import Protocol, check_dataset
 from synth.evaluation.sampling import params_sha256, to_signed, to_uint8
 from synth.metrics import fid
 from synth.pretrained import inception
@@ -49,8 +49,8 @@ def run(model: generate.Model, protocol: Protocol, out_dir: str, *, data_root: s
     """`inception_weights`: a `files.Converted` to use instead of the published file (tests)."""
     check_dataset(protocol, model.spec.name)
     given_resize, resize = resize, resize or protocol.resize
-    if resize not in RESIZE_MODES:
-        raise ValueError(f"unknown resize {resize!r}; expected one of {RESIZE_MODES}")
+    if resize not in inception.RESIZE_MODES:  # checked before any work; make_feature_fn would too, later
+        raise ValueError(f"unknown resize {resize!r}; expected one of {inception.RESIZE_MODES}")
     source, pp = data.validation_source(model, data_root)
     n = min(real_images or protocol.real_images or source.num_examples, source.num_examples)
     if n < 4:

@@ -58,9 +58,6 @@ PROTOCOLS = {p.name: p for p in (
              segmenter="none", real_set="the first validation layouts (no real images are used)"),
 )}
 
-RESIZE_MODES = ("pytorch-fid", "clean")
-
-
 def get(name: str) -> Protocol:
     if name not in PROTOCOLS:
         raise ValueError(f"unknown protocol {name!r}; expected one of {sorted(PROTOCOLS)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -42,7 +43,6 @@ def write(results: dict, out_dir: str, rows: list[tuple[str, str]]) -> None:
 def protocol_fields(protocol, resolved: dict, given: dict) -> dict:
     """The protocol's fields as run (`resolved`: values that follow from the data, e.g. the split's size) and,
     under "overridden", which of them the command line set (`given`, None where not) to a non-default value."""
-    import dataclasses
     fields = dataclasses.asdict(protocol)
     overridden = sorted(k for k, v in given.items() if v is not None and fields.get(k) != v)
     return fields | resolved | {"overridden": overridden}
