@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 
+from synth.layers import conv  # noqa: E402
 from synth.pretrained import inception, vgg  # noqa: E402
 
 
@@ -105,6 +106,8 @@ def main():
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (XLA:CPU uses all cores)")
+    parser.add_argument("--compare-xla-convolutions", action="store_true",
+                        help="also time ours with every convolution left to XLA (no Winograd)")
     parser.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.torch_worker:
@@ -122,6 +125,10 @@ def main():
         return None if reply in ("missing", "") else float(reply)
 
     our_fns = ours(args.batch, args.size)
+    xla_fns = {}
+    if args.compare_xla_convolutions:
+        with conv.conv_algorithm("xla"):
+            xla_fns = ours(args.batch, args.size)
     results = {"setting": {"batch": args.batch, "size": args.size, "repeats": args.repeats,
                            "jax": jax.__version__, "devices": str(jax.devices()[0].device_kind)},
                "networks": {}}
@@ -136,6 +143,10 @@ def main():
             row["ours_gflop_per_s"] = round(gflop / ours_s, 1)
         if theirs_s is not None:
             row["ratio_ours_over_torch"] = round(theirs_s / ours_s, 3)
+        if name in xla_fns:
+            xla_s = timed(xla_fns[name][0], args.repeats)
+            row.update(ours_xla_convolutions_images_per_s=round(args.batch / xla_s, 2),
+                       winograd_speedup=round(xla_s / ours_s, 3))
         results["networks"][name] = row
     worker.stdin.close()
     worker.wait()

@@ -32,6 +32,7 @@ from configs.common import spade_model  # noqa: E402
 from data_pipelines import labels  # noqa: E402
 from data_pipelines.sources import DatasetSpec  # noqa: E402
 from synth import models  # noqa: E402
+from synth.layers import conv  # noqa: E402
 from synth.pretrained.vgg import VGG, random_vgg19_params  # noqa: E402
 from synth.training import gan_step, optimizers  # noqa: E402
 from synth.training import state as state_lib  # noqa: E402
@@ -208,7 +209,9 @@ def run_driver(source: str, args: list[str], torch_python: str, cwd: str | None 
         driver = os.path.join(tmp, "official_driver.py")
         with open(driver, "w") as f:
             f.write(source)
-        out = subprocess.run([torch_python, driver] + args, capture_output=True, text=True, cwd=cwd or tmp,
+        # A relative interpreter path would be resolved against `cwd`, not where the user typed it.
+        python = os.path.abspath(torch_python) if os.sep in torch_python else torch_python
+        out = subprocess.run([python, driver] + args, capture_output=True, text=True, cwd=cwd or tmp,
                              timeout=3000)
     if out.returncode:
         return {"error": out.stderr[-2000:]}
@@ -226,17 +229,22 @@ def main():
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--spade-root", default=None)
     parser.add_argument("--torch-python", default=None)
+    parser.add_argument("--compare-xla-convolutions", action="store_true",
+                        help="also time the official order with every convolution left to XLA (no Winograd)")
     args = parser.parse_args()
     result = {"devices": [str(d) for d in jax.devices()], "cpus": os.cpu_count()}
     for name in args.settings.split(","):
         s = SETTINGS[name]
         entry = {"setting": s, "ours_official_order": time_ours(config_for(s, False), s, args.steps),
                  "ours_reuse_fake_for_d": time_ours(config_for(s, True), s, args.steps)}
+        if args.compare_xla_convolutions:
+            with conv.conv_algorithm("xla"):
+                entry["ours_official_order_xla_convolutions"] = time_ours(config_for(s, False), s, args.steps)
         if args.spade_root and args.torch_python:
             entry["official_pytorch"] = time_official(s, args.steps, args.spade_root, args.torch_python)
             off = entry["official_pytorch"].get("images_per_s")
             if off:
-                for k in ("ours_official_order", "ours_reuse_fake_for_d"):
+                for k in [k for k in entry if k.startswith("ours_")]:
                     entry[k]["speedup_vs_official"] = round(entry[k]["images_per_s"] / off, 2)
         result[name] = entry
     result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

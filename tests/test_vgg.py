@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from synth.layers.conv import conv_algorithm
 from synth.pretrained import files, vgg
 from synth.pretrained.vgg import VGG
 
@@ -296,8 +297,9 @@ def test_hed_matches_the_packaged_keras_model():
 # ------------------------------------------------------------------------------------------ torch references
 
 @pytest.mark.parity
-@pytest.mark.parametrize("depth", [16, 19])
-def test_torchvision_vgg_parity(tmp_path, monkeypatch, depth):
+@pytest.mark.parametrize("depth,algorithm", [(16, "auto"), (19, "auto"), (19, "winograd"), (19, "xla")])
+def test_torchvision_vgg_parity(tmp_path, monkeypatch, depth, algorithm):
+    """Every layer against torchvision, with the CPU's choice of convolution algorithm and with each forced."""
     torch = pytest.importorskip("torch")
     torchvision = pytest.importorskip("torchvision")
     monkeypatch.setenv(files.WEIGHTS_DIR_ENV, str(tmp_path))
@@ -312,7 +314,8 @@ def test_torchvision_vgg_parity(tmp_path, monkeypatch, depth):
     variables = vgg.torchvision_variables(__import__("synth.convert.torch_pickle").convert.torch_pickle
                                           .read_state_dict(path), depth)
     x = np.asarray(jax.random.uniform(jax.random.key(0), (2, 64, 64, 3), minval=-1, maxval=1))
-    ours = VGG(depth, vgg.layer_names(depth)[-1]).apply(variables, x)
+    with conv_algorithm(algorithm):
+        ours = VGG(depth, vgg.layer_names(depth)[-1]).apply(variables, x)
     with torch.no_grad():
         h = torch.from_numpy(x).permute(0, 3, 1, 2)
         names = iter(vgg.layer_names(depth))
@@ -324,7 +327,7 @@ def test_torchvision_vgg_parity(tmp_path, monkeypatch, depth):
                 ref = h.permute(0, 2, 3, 1).numpy()
                 worst = max(worst, float(np.abs(np.asarray(ours[name]) - ref).max() / max(1.0, np.abs(ref).max())))
     assert worst < 1e-4, worst
-    if depth == 19:  # the whole loader path, file to features
+    if depth == 19 and algorithm == "auto":  # the whole loader path, file to features
         converted = vgg.load("torchvision", path)
         feats = vgg.VGGFeatures("torchvision").apply(vgg.features_variables(converted.variables), x)
         np.testing.assert_allclose(feats["relu5_1"], ours["relu5_1"], atol=1e-6)

@@ -9,11 +9,15 @@ as they are. sigma = u . (W v) carries the gradient through W only. This is what
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from synth.layers import winograd
 
 
 def spade_init(gain: float = 0.02):
@@ -54,8 +58,73 @@ def _taps_pay_off(cin: int, cout: int) -> bool:
     return not (cout <= 32 and cin >= 64)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+ALGORITHMS = ("auto", "xla", "winograd")
+WINOGRAD_MIN_CHANNELS = 64
+WINOGRAD_MIN_TILES = 512
+_algorithm = contextvars.ContextVar("synth_conv_algorithm", default="auto")
+
+
+@contextlib.contextmanager
+def conv_algorithm(name: str):
+    """Force how stride-1 3x3 convolutions traced inside are computed ("auto", "xla" or "winograd").
+
+    For benchmarks and tests; the choice is made when a function is traced, so jit a fresh function inside.
+    """
+    if name not in ALGORITHMS:
+        raise ValueError(f"conv algorithm must be one of {ALGORITHMS}, got {name!r}")
+    token = _algorithm.set(name)
+    try:
+        yield
+    finally:
+        _algorithm.reset(token)
+
+
+def _winograd_pays_off(x_shape, kernel_shape) -> bool:
+    kh, kw, cin, cout = kernel_shape
+    if (kh, kw) != (3, 3):
+        return False
+    if _algorithm.get() != "auto":
+        return _algorithm.get() == "winograd"
+    # Measured on XLA:CPU (bench/conv_algorithms.py): F(2x2, 3x3) wins from 64 channels on both sides, loses
+    # below where its input and output transforms outweigh the matmuls, and loses on few 2x2 output tiles where
+    # transforming the kernel (16 Cin x Cout matrices) costs as much as using it. GPU and TPU convolution
+    # libraries pick their own algorithms.
+    n, h, w = x_shape[:3]
+    tiles = n * -(-h // 2) * -(-w // 2)
+    return (jax.default_backend() == "cpu" and min(cin, cout) >= WINOGRAD_MIN_CHANNELS
+            and tiles >= WINOGRAD_MIN_TILES)
+
+
 def conv_stride1(x: jnp.ndarray, kernel: jnp.ndarray, padding: int) -> jnp.ndarray:
+    """Stride-1 convolution by the algorithm that is fastest here (see `_winograd_pays_off`)."""
+    if _winograd_pays_off(x.shape, kernel.shape):
+        return winograd.conv3x3(x, kernel, (padding, padding))
+    return conv_tap_grad(x, kernel, padding)
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                         dimension_numbers=None, feature_group_count=1, batch_group_count=1, precision=None,
+                         preferred_element_type=None):
+    """`lax.conv_general_dilated` that takes Winograd where it pays off; for `flax.linen.Conv(conv_general_dilated=)`.
+
+    Only plain NHWC/HWIO stride-1 3x3 convolutions with symmetric padding are rerouted; the rest, and every call
+    the rule declines, go to lax unchanged.
+    """
+    plain = (lhs.ndim == 4 and tuple(window_strides) == (1, 1) and not isinstance(padding, str)
+             and all(lo == hi for lo, hi in padding) and tuple(lhs_dilation or (1, 1)) == (1, 1)
+             and tuple(rhs_dilation or (1, 1)) == (1, 1) and feature_group_count == 1 and batch_group_count == 1
+             and preferred_element_type is None
+             and jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+             == jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC")))
+    if plain and _winograd_pays_off(lhs.shape, rhs.shape):
+        return winograd.conv3x3(lhs, rhs, (padding[0][0], padding[1][0]), precision=precision)
+    return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                        dimension_numbers, feature_group_count, batch_group_count, precision,
+                                        preferred_element_type)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv_tap_grad(x: jnp.ndarray, kernel: jnp.ndarray, padding: int) -> jnp.ndarray:
     """A stride-1 convolution whose kernel gradient is a sum of per-tap matmuls.
 
     dW[i, j] = x_padded[:, i:i+H', j:j+W'].reshape(-1, Cin).T @ dy.reshape(-1, Cout): the same sum as XLA's
@@ -85,7 +154,7 @@ def _conv_stride1_bwd(padding, res, dy):
     return dx, dk.astype(kernel.dtype)
 
 
-conv_stride1.defvjp(_conv_stride1_fwd, _conv_stride1_bwd)
+conv_tap_grad.defvjp(_conv_stride1_fwd, _conv_stride1_bwd)
 
 
 class Conv(nn.Module):

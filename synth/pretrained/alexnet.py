@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from synth.layers.conv import conv_general_dilated
+
 # (name, output channels, kernel size, stride, padding, max-pool before this conv)
 ALEXNET_CONVS = (
     ("conv1", 64, 11, 4, 2, False),
@@ -50,7 +52,8 @@ class AlexNetFeatures(nn.Module):
             if pool_before:
                 x = nn.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding="VALID")
             x = nn.Conv(width, (k, k), strides=(stride, stride), padding=((pad, pad), (pad, pad)), use_bias=True,
-                        kernel_init=torch_default_kernel_init, bias_init=nn.initializers.zeros, name=name)(x)
+                        kernel_init=torch_default_kernel_init, bias_init=nn.initializers.zeros,
+                        conv_general_dilated=conv_general_dilated, name=name)(x)
             x = nn.relu(x)
             features[f"relu{i}"] = x
             if f"relu{i}" == self.last_layer:

@@ -50,6 +50,7 @@ import numpy as np
 from flax import traverse_util
 from PIL import Image
 
+from synth.layers.conv import conv_general_dilated
 from synth.layers.resample import avg_pool_exclude_pad, bilinear_resize
 from synth.pretrained import files
 
@@ -85,6 +86,7 @@ class BasicConv2d(nn.Module):
         ph, pw = _pair(self.padding)
         x = nn.Conv(self.features, _pair(self.kernel_size), strides=_pair(self.stride),
                     padding=((ph, ph), (pw, pw)), use_bias=False, precision=self.precision,
+                    conv_general_dilated=conv_general_dilated,
                     kernel_init=_he_normal, name="conv")(x)
         x = nn.BatchNorm(use_running_average=True, epsilon=1e-3, name="bn")(x)
         return nn.relu(x)

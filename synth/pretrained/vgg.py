@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from synth.layers.conv import conv_general_dilated
 from synth.pretrained import files
 
 BLOCKS = {16: (2, 2, 3, 3, 3), 19: (2, 2, 4, 4, 4)}
@@ -91,7 +92,7 @@ class VGG(nn.Module):
                 x = pool(x, window_shape=(2, 2), strides=(2, 2), padding=self.pool_padding)
             for i in range(1, n + 1):
                 x = nn.Conv(width, (3, 3), padding=((1, 1), (1, 1)), kernel_init=kaiming_normal_fan_out,
-                            name=f"conv{b}_{i}")(x)
+                            conv_general_dilated=conv_general_dilated, name=f"conv{b}_{i}")(x)
                 x = nn.relu(x)
                 features[f"relu{b}_{i}"] = x
                 if f"relu{b}_{i}" == self.last_layer:
