@@ -32,6 +32,7 @@ import jax  # noqa: E402
 import ml_collections as mlc  # noqa: E402
 
 from configs.ccfpse_common import ccfpse_model  # noqa: E402
+from synth.layers import conv  # noqa: E402
 
 SETTINGS = {
     "tiny": dict(size=64, classes=12, ngf=32, ndf=32, batch=8),
@@ -124,16 +125,21 @@ def main():
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--ccfpse-root", default=None)
     parser.add_argument("--torch-python", default=None)
+    parser.add_argument("--compare-xla-convolutions", action="store_true",
+                        help="also time our step with every convolution left to XLA (no Winograd)")
     args = parser.parse_args()
     result = {"devices": [str(d) for d in jax.devices()], "cpus": os.cpu_count()}
     for name in args.settings.split(","):
         s = SETTINGS[name]
         entry = {"setting": s, "ours": time_ours(config_for(s), s, args.steps, forward=True),
                  "ours_reuse_fake_for_d": time_ours(config_for(s, True), s, args.steps)}
+        if args.compare_xla_convolutions:
+            with conv.conv_algorithm("xla"):
+                entry["ours_xla_convolutions"] = time_ours(config_for(s), s, args.steps)
         if args.ccfpse_root and args.torch_python:
             entry["official_pytorch"] = official = time_official(s, args.steps, args.ccfpse_root, args.torch_python)
             if official.get("images_per_s"):
-                for k in ("ours", "ours_reuse_fake_for_d"):
+                for k in [k for k in entry if k.startswith("ours")]:
                     entry[k]["speedup_vs_official"] = round(entry[k]["images_per_s"] / official["images_per_s"], 2)
                 entry["ours"]["forward_speedup_vs_official"] = round(
                     official["generator_forward_s"] / entry["ours"]["generator_forward_s"], 2)
