@@ -133,11 +133,11 @@ def conv_tap_grad(x: jnp.ndarray, kernel: jnp.ndarray, padding: int) -> jnp.ndar
     return _conv(x, kernel, 1, padding)
 
 
-def _conv_stride1_fwd(x, kernel, padding):
+def _conv_tap_grad_fwd(x, kernel, padding):
     return _conv(x, kernel, 1, padding), (x, kernel)
 
 
-def _conv_stride1_bwd(padding, res, dy):
+def _conv_tap_grad_bwd(padding, res, dy):
     x, kernel = res
     kh, kw, cin, cout = kernel.shape
     _, dx_fn = jax.vjp(lambda x_: _conv(x_, kernel, 1, padding), x)
@@ -154,7 +154,7 @@ def _conv_stride1_bwd(padding, res, dy):
     return dx, dk.astype(kernel.dtype)
 
 
-conv_tap_grad.defvjp(_conv_stride1_fwd, _conv_stride1_bwd)
+conv_tap_grad.defvjp(_conv_tap_grad_fwd, _conv_tap_grad_bwd)
 
 
 class Conv(nn.Module):
