@@ -15,6 +15,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import jax  # noqa: E402
 
+import synth  # noqa: E402,F401  (sets XLA:CPU's convolution flag before any test starts the backend)
+
 CACHE = os.environ.get("SYNTH_TEST_CACHE", os.path.expanduser("~/.cache/synth-tests-jax"))
 os.environ["SYNTH_JAX_CACHE"] = CACHE  # train.py runs started by tests share it
 jax.config.update("jax_compilation_cache_dir", CACHE)

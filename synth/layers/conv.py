@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from synth import xla_cpu
 from synth.layers import winograd
 
 
@@ -52,21 +53,15 @@ def _conv(x, kernel, strides: int, padding: int):
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-def _taps_pay_off(cin: int, cout: int) -> bool:
-    # Measured on XLA:CPU (bench notes in README): the per-tap matmul weight gradient beats XLA's
-    # convolution weight gradient 1.3-3.4x, except for narrow outputs from wide inputs.
-    return not (cout <= 32 and cin >= 64)
-
-
-ALGORITHMS = ("auto", "xla", "winograd")
-WINOGRAD_MIN_CHANNELS = 64
-WINOGRAD_MIN_TILES = 512
+ALGORITHMS = ("auto", "xla", "taps", "im2col", "winograd")
 _algorithm = contextvars.ContextVar("synth_conv_algorithm", default="auto")
 
 
 @contextlib.contextmanager
 def conv_algorithm(name: str):
-    """Force how stride-1 3x3 convolutions traced inside are computed ("auto", "xla" or "winograd").
+    """Force how stride-1 convolutions traced inside are computed: "xla" (XLA's convolution and its gradients),
+    "taps" (XLA's forward, kernel gradient as per-tap matmuls), "im2col" (one matmul over the patches),
+    "winograd" (F(2x2, 3x3) for 3x3 kernels, XLA's convolution for the rest) or "auto" (`choose_algorithm`).
 
     For benchmarks and tests; the choice is made when a function is traced, so jit a fresh function inside.
     """
@@ -79,27 +74,79 @@ def conv_algorithm(name: str):
         _algorithm.reset(token)
 
 
-def _winograd_pays_off(x_shape, kernel_shape) -> bool:
+# Thresholds of the automatic choice, per library XLA:CPU hands convolutions to (synth/xla_cpu.py), read off
+# bench/conv_algorithms.py and whole networks (bench/train_step.py, bench/features.py --compare-xla-convolutions).
+WINOGRAD_MIN_CHANNELS = {"eigen": 256, "ynn": 64}
+WINOGRAD_MIN_TILES = 512
+IM2COL_MAX_POSITIONS = 16  # output positions per image
+
+
+def _taps_pay_off(cin: int, cout: int) -> bool:
+    # The per-tap matmul kernel gradient beats XLA's 1.3-3.4x with YNNPACK convolutions, and 10-20x for Eigen's
+    # 4x4 kernels, except for narrow outputs from wide inputs. Eigen's 3x3 kernel gradient beats the taps.
+    return not (cout <= 32 and cin >= 64)
+
+
+def choose_algorithm(x_shape, kernel_shape, padding: int | tuple[int, int]) -> str:
+    """The algorithm for a stride-1 convolution of NHWC `x_shape` by HWIO `kernel_shape` with torch's symmetric
+    `padding` (one for both axes, or (H, W)): "xla", "taps", "im2col" or "winograd" (see `conv_algorithm`).
+
+    Off CPU, XLA's (GPU and TPU convolution libraries pick their own algorithms). On CPU, measured per layer
+    (bench/conv_algorithms.py) and on whole steps:
+    * im2col on maps of at most `IM2COL_MAX_POSITIONS` output positions (SPADE's 2x2 head at 64x64), where
+      XLA:CPU rewrites the convolution into a form 50x slower than the patch matmul;
+    * F(2x2, 3x3) from `WINOGRAD_MIN_CHANNELS` channels on both sides (below, its input and output transforms
+      outweigh the matmuls) and `WINOGRAD_MIN_TILES` 2x2 output tiles (below, transforming the kernel, 16
+      Cin x Cout matrices, costs as much as using it); Eigen's convolutions are fast enough that Winograd only
+      pays on wide layers;
+    * per-tap kernel gradients where XLA's are slow: every kernel with YNNPACK, the 4x4 ones with Eigen.
+    """
     kh, kw, cin, cout = kernel_shape
-    if (kh, kw) != (3, 3):
-        return False
-    if _algorithm.get() != "auto":
-        return _algorithm.get() == "winograd"
-    # Measured on XLA:CPU (bench/conv_algorithms.py): F(2x2, 3x3) wins from 64 channels on both sides, loses
-    # below where its input and output transforms outweigh the matmuls, and loses on few 2x2 output tiles where
-    # transforming the kernel (16 Cin x Cout matrices) costs as much as using it. GPU and TPU convolution
-    # libraries pick their own algorithms.
+    forced = _algorithm.get()
+    if forced != "auto":
+        return "xla" if forced == "winograd" and (kh, kw) != (3, 3) else forced
+    if jax.default_backend() != "cpu":
+        return "xla"
+    library = xla_cpu.convolution_library()
     n, h, w = x_shape[:3]
-    tiles = n * -(-h // 2) * -(-w // 2)
-    return (jax.default_backend() == "cpu" and min(cin, cout) >= WINOGRAD_MIN_CHANNELS
-            and tiles >= WINOGRAD_MIN_TILES)
+    ph, pw = (padding, padding) if isinstance(padding, int) else padding
+    out_h, out_w = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
+    if out_h * out_w <= IM2COL_MAX_POSITIONS and (kh, kw) != (1, 1):
+        return "im2col"
+    tiles = n * -(-out_h // 2) * -(-out_w // 2)
+    if ((kh, kw) == (3, 3) and min(cin, cout) >= WINOGRAD_MIN_CHANNELS[library]
+            and tiles >= WINOGRAD_MIN_TILES):
+        return "winograd"
+    if (kh, kw) == (1, 1) or (library == "eigen" and (kh, kw) == (3, 3)):
+        return "xla"
+    return "taps" if _taps_pay_off(cin, cout) else "xla"
 
 
 def conv_stride1(x: jnp.ndarray, kernel: jnp.ndarray, padding: int) -> jnp.ndarray:
-    """Stride-1 convolution by the algorithm that is fastest here (see `_winograd_pays_off`)."""
-    if _winograd_pays_off(x.shape, kernel.shape):
+    """Stride-1 convolution with torch's symmetric padding, by the algorithm `choose_algorithm` picks."""
+    algorithm = choose_algorithm(x.shape, kernel.shape, padding)
+    if algorithm == "winograd":
         return winograd.conv3x3(x, kernel, (padding, padding))
-    return conv_tap_grad(x, kernel, padding)
+    if algorithm == "taps":
+        return conv_tap_grad(x, kernel, padding)
+    if algorithm == "im2col":
+        return conv_im2col(x, kernel, padding)
+    return _conv(x, kernel, 1, padding)
+
+
+def conv_im2col(x: jnp.ndarray, kernel: jnp.ndarray, padding: int) -> jnp.ndarray:
+    """A stride-1 convolution as one matmul of the [N*H'*W', kh*kw*Cin] patches by the [kh*kw*Cin, Cout] kernel.
+
+    The patches cost kh*kw times the input's memory, so this is for small maps; autodiff keeps both gradients
+    matmuls (plus the pad-and-add of the patches' cotangent).
+    """
+    kh, kw, cin, cout = kernel.shape
+    n, h, w, _ = x.shape
+    out_h, out_w = h + 2 * padding - kh + 1, w + 2 * padding - kw + 1
+    xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    patches = jnp.concatenate([xp[:, i:i + out_h, j:j + out_w] for i in range(kh) for j in range(kw)], axis=-1)
+    y = patches.reshape(-1, kh * kw * cin) @ kernel.reshape(kh * kw * cin, cout)
+    return y.reshape(n, out_h, out_w, cout)
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
@@ -107,8 +154,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
                          preferred_element_type=None):
     """`lax.conv_general_dilated` that takes Winograd where it pays off; for `flax.linen.Conv(conv_general_dilated=)`.
 
-    Only plain NHWC/HWIO stride-1 3x3 convolutions with symmetric padding are rerouted; the rest, and every call
-    the rule declines, go to lax unchanged.
+    Only plain NHWC/HWIO stride-1 3x3 convolutions with symmetric padding are rerouted, and only to Winograd (the
+    frozen feature networks that use this need no kernel gradient); the rest go to lax unchanged.
     """
     plain = (lhs.ndim == 4 and tuple(window_strides) == (1, 1) and not isinstance(padding, str)
              and all(lo == hi for lo, hi in padding) and tuple(lhs_dilation or (1, 1)) == (1, 1)
@@ -116,7 +163,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
              and preferred_element_type is None
              and jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
              == jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC")))
-    if plain and _winograd_pays_off(lhs.shape, rhs.shape):
+    if plain and choose_algorithm(lhs.shape, rhs.shape, (padding[0][0], padding[1][0])) == "winograd":
         return winograd.conv3x3(lhs, rhs, (padding[0][0], padding[1][0]), precision=precision)
     return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                         dimension_numbers, feature_group_count, batch_group_count, precision,
@@ -128,7 +175,7 @@ def conv_tap_grad(x: jnp.ndarray, kernel: jnp.ndarray, padding: int) -> jnp.ndar
     """A stride-1 convolution whose kernel gradient is a sum of per-tap matmuls.
 
     dW[i, j] = x_padded[:, i:i+H', j:j+W'].reshape(-1, Cin).T @ dy.reshape(-1, Cout): the same sum as XLA's
-    weight-gradient convolution, which XLA:CPU runs at a fraction of its matmul rate.
+    weight-gradient convolution, which XLA:CPU with YNNPACK convolutions runs at a fraction of its matmul rate.
     """
     return _conv(x, kernel, 1, padding)
 
@@ -142,15 +189,11 @@ def _conv_tap_grad_bwd(padding, res, dy):
     kh, kw, cin, cout = kernel.shape
     _, dx_fn = jax.vjp(lambda x_: _conv(x_, kernel, 1, padding), x)
     (dx,) = dx_fn(dy)
-    if _taps_pay_off(cin, cout):
-        h, w = dy.shape[1:3]
-        xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-        dy2 = dy.reshape(-1, cout)
-        dk = jnp.stack([xp[:, i:i + h, j:j + w].reshape(-1, cin).T @ dy2
-                        for i in range(kh) for j in range(kw)]).reshape(kh, kw, cin, cout)
-    else:
-        _, dk_fn = jax.vjp(lambda k_: _conv(x, k_, 1, padding), kernel)
-        (dk,) = dk_fn(dy)
+    h, w = dy.shape[1:3]
+    xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    dy2 = dy.reshape(-1, cout)
+    dk = jnp.stack([xp[:, i:i + h, j:j + w].reshape(-1, cin).T @ dy2
+                    for i in range(kh) for j in range(kw)]).reshape(kh, kw, cin, cout)
     return dx, dk.astype(kernel.dtype)
 
 

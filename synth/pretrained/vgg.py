@@ -25,6 +25,7 @@ Any variant also accepts the Keras applications files (`vgg16/vgg19_weights_tf_d
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 from pathlib import Path
 
@@ -67,6 +68,19 @@ TORCHVISION_CONV_INDEX = torchvision_conv_index(19)
 kaiming_normal_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
+def _pool_2x2_floor(x: jnp.ndarray, pooling: str) -> jnp.ndarray:
+    """2x2 stride-2 pooling that drops an odd last row/column (torch's floor mode, 'VALID'), by a reshape.
+
+    Same values as `nn.max_pool`/`nn.avg_pool`; under autodiff XLA:CPU's reduce-window max gradient pairs every
+    value with index arrays and costs ~10% of a perceptual-loss training step, where this is a compare and select.
+    Ties share the gradient instead of going to the first maximum; after a ReLU they only occur at 0, where the
+    ReLU's own derivative is 0.
+    """
+    n, h, w, c = x.shape
+    x = x[:, :h // 2 * 2, :w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c)
+    return jnp.max(x, axis=(2, 4)) if pooling == "max" else jnp.mean(x, axis=(2, 4))
+
+
 class VGG(nn.Module):
     """The VGG trunk up to `last_layer`; returns {"relu{b}_{i}": NHWC activation} in order."""
 
@@ -84,12 +98,16 @@ class VGG(nn.Module):
                              f"{layer_names(self.depth)}")
         if self.pooling not in ("max", "avg"):
             raise ValueError(f"VGG pooling must be 'max' or 'avg', got {self.pooling!r}")
-        pool = nn.max_pool if self.pooling == "max" else nn.avg_pool
+        if self.pool_padding == "VALID":
+            pool = functools.partial(_pool_2x2_floor, pooling=self.pooling)
+        else:
+            pool = functools.partial(nn.max_pool if self.pooling == "max" else nn.avg_pool, window_shape=(2, 2),
+                                     strides=(2, 2), padding=self.pool_padding)
         x = jnp.asarray(x, jnp.float32)
         features = {}
         for b, (width, n) in enumerate(zip(WIDTHS, BLOCKS[self.depth]), 1):
             if b > 1:
-                x = pool(x, window_shape=(2, 2), strides=(2, 2), padding=self.pool_padding)
+                x = pool(x)
             for i in range(1, n + 1):
                 x = nn.Conv(width, (3, 3), padding=((1, 1), (1, 1)), kernel_init=kaiming_normal_fan_out,
                             conv_general_dilated=conv_general_dilated, name=f"conv{b}_{i}")(x)
