@@ -230,7 +230,8 @@ def main():
     parser.add_argument("--spade-root", default=None)
     parser.add_argument("--torch-python", default=None)
     parser.add_argument("--compare-xla-convolutions", action="store_true",
-                        help="also time the official order with every convolution left to XLA (no Winograd)")
+                        help="also time the official order with every stride-1 convolution left to XLA "
+                             "(no Winograd, im2col or per-tap gradients)")
     args = parser.parse_args()
     result = {"devices": [str(d) for d in jax.devices()], "cpus": os.cpu_count()}
     for name in args.settings.split(","):

@@ -59,27 +59,43 @@ def make_gan_step(system: System, config, spec, tx_g, tx_d, schedules: tuple, fe
 
     fpse = isinstance(system.discriminator, FPSEDiscriminator)
 
-    def run_discriminator(d_params, d_spectral, seg, fake, real):
-        """-> per-scale outputs for fake and real (each scale a list ending in its prediction), the features
-        CC-FPSE matches (None for PatchGAN, which matches the per-scale outputs), and the spectral state."""
-        # Fake and real in one pass, as the official code does ("so that BN sees both").
-        x = jnp.concatenate([jnp.concatenate([seg, fake], -1), jnp.concatenate([seg, real], -1)], 0)
-        outputs, d_state = system.discriminator.apply({"params": d_params, "spectral": d_spectral}, x,
-                                                      train=True, mutable=["spectral"])
-        b = fake.shape[0]
-        spectral = d_state.get("spectral", {})
+    def arrange(out_fake, out_real):
+        """-> per-scale outputs for fake and real (each scale a list ending in its prediction) and the features
+        CC-FPSE matches (None for PatchGAN, which matches the per-scale outputs)."""
         if fpse:  # [features, predictions at 1/4, 1/8, 1/16]: each prediction is a scale of its own
-            feats, preds = outputs
-            return ([[p[:b]] for p in preds], [[p[b:]] for p in preds], [f[:b] for f in feats],
-                    [f[b:] for f in feats], spectral)
-        pred_fake = [[o[:b] for o in scale] for scale in outputs]
-        pred_real = [[o[b:] for o in scale] for scale in outputs]
-        return pred_fake, pred_real, None, None, spectral
+            (feat_fake, pred_fake), (feat_real, pred_real) = out_fake, out_real
+            return [[p] for p in pred_fake], [[p] for p in pred_real], feat_fake, feat_real
+        return out_fake, out_real, None, None
+
+    def discriminate(d_params, d_spectral, seg, image, train: bool):
+        outputs, d_state = system.discriminator.apply({"params": d_params, "spectral": d_spectral},
+                                                      jnp.concatenate([seg, image], -1), train=train,
+                                                      mutable=["spectral"])
+        return outputs, d_state.get("spectral", d_spectral)
+
+    def run_discriminator(d_params, d_spectral, seg, fake, real):
+        """D's step: fake and real in one pass, as the official code does; -> `arrange`'s four and the spectral
+        state (one power iteration)."""
+        b = fake.shape[0]
+        outputs, spectral = discriminate(d_params, d_spectral, jnp.concatenate([seg, seg], 0),
+                                         jnp.concatenate([fake, real], 0), True)
+        return (*arrange(jax.tree.map(lambda o: o[:b], outputs), jax.tree.map(lambda o: o[b:], outputs)),
+                spectral)
+
+    def run_discriminator_for_generator(d_params, d_spectral, seg, fake, real):
+        """G's step: the same values as `run_discriminator`, but the real half runs apart, without gradient.
+
+        The official joint pass makes autodiff compute D's input gradient for the real images too, which
+        nothing uses. The fake pass runs the power iteration; the real pass uses the vectors it left, which
+        is what the joint pass applies to both halves (D has no batch statistics)."""
+        out_fake, spectral = discriminate(d_params, d_spectral, seg, fake, True)
+        out_real, _ = discriminate(d_params, spectral, seg, real, False)
+        return (*arrange(out_fake, jax.lax.stop_gradient(out_real)), spectral)
 
     def g_loss_fn(params, state, batch, seg, key, feature_params):
         real = batch["image"]
         fake, (mu, logvar), g_state, e_state = run_generator(params, state, seg, real, key)
-        pred_fake, pred_real, feat_fake, feat_real, d_spectral = run_discriminator(
+        pred_fake, pred_real, feat_fake, feat_real, d_spectral = run_discriminator_for_generator(
             state["d"]["params"], state["d"]["spectral"], seg, fake, real)
         terms = {"g_gan": losses.gan_loss(pred_fake, target_is_real=True, for_discriminator=False,
                                           mode=loss_cfg.gan_mode)}
@@ -89,10 +105,10 @@ def make_gan_step(system: System, config, spec, tx_g, tx_d, schedules: tuple, fe
             terms["g_feat"] = loss_cfg.lambda_feat * losses.feature_matching(
                 pred_fake, pred_real, mode=loss_cfg.feat_mode, n_layers_D=config.model.get("n_layers_D"))
         if loss_cfg.lambda_vgg and feature_net is not None:
-            feats = feature_net.apply(feature_params, jnp.concatenate([fake, real], 0))
-            b = fake.shape[0]
+            # Apart, so that no input gradient is computed for the real images' features.
+            feats_real = jax.lax.stop_gradient(feature_net.apply(feature_params, real))
             terms["g_vgg"] = loss_cfg.lambda_vgg * losses.perceptual_loss(
-                {k: v[:b] for k, v in feats.items()}, {k: v[b:] for k, v in feats.items()})
+                feature_net.apply(feature_params, fake), feats_real)
         if use_vae:
             terms["g_kld"] = loss_cfg.lambda_kld * losses.kl_divergence(mu, logvar)
         total = sum(terms.values())
