@@ -19,6 +19,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     del argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from synth import xla_cpu
+
+    xla_cpu.configure()  # before the backend starts (also done by `import synth`; explicit here, first)
     import jax
 
     if flags.FLAGS.distributed:
