@@ -2,8 +2,8 @@
 
 The jaxlib we pin (0.10.x) sends every convolution to YNNPACK (`__ynn_fusion`). On the CPUs we measured
 (x86-64 without AVX-512) its convolutions run 1.2-4x slower than XLA's Eigen convolutions, and its kernel
-gradients 3-4x slower (`bench/conv_algorithms.py --compare-libraries`: 8x64x64x128 kernel gradient 30 vs
-122 GFLOP/s). YNNPACK keeps the matrix multiplications, where it is the faster of the two.
+gradients 3-4x slower (8x64x64x128 3x3 layer, measured once on the development machine: kernel gradient 30 vs
+122 GFLOP/s; `bench/conv_algorithms.py --compare-libraries` times any layer both ways). YNNPACK keeps the matrix multiplications, where it is the faster of the two.
 
 The choice is an XLA flag, read once when JAX starts its CPU backend, so `synth` sets it on import, before
 any computation: `--xla_cpu_experimental_ynn_fusion_type=-individual_convolution` is appended to `XLA_FLAGS`.
