@@ -65,14 +65,16 @@ def test_tests_run_with_eigen_convolutions():
 
 def test_dispatch_rule_with_eigen_convolutions():
     """Eigen: Winograd from 256 channels on both sides and 512 output tiles, im2col on maps of at most 16 output
-    positions, per-tap kernel gradients for 4x4 kernels unless the output is narrow, XLA's convolution otherwise."""
+    positions or fewer output positions than output channels, per-tap kernel gradients for 4x4 kernels unless the output is narrow, XLA's convolution otherwise."""
     choose = conv_lib.choose_algorithm
     assert choose((2, 32, 32, 256), (3, 3, 256, 256), 1) == "winograd"  # 2 x 16 x 16 = 512 tiles
     assert choose((2, 30, 32, 256), (3, 3, 256, 256), 1) == "xla"  # 480 tiles
     assert choose((2, 32, 32, 128), (3, 3, 128, 256), 1) == "xla"
     assert choose((8, 2, 2, 512), (3, 3, 512, 512), 1) == "im2col"
     assert choose((8, 4, 4, 512), (3, 3, 512, 512), 1) == "im2col"
-    assert choose((8, 5, 4, 512), (3, 3, 512, 512), 1) == "xla"
+    assert choose((8, 5, 4, 512), (3, 3, 512, 128), 1) == "xla"  # 20 positions per map, 160 > 128 outputs
+    assert choose((1, 16, 16, 1024), (3, 3, 1024, 1024), 1) == "im2col"  # 256 positions, 1024 outputs
+    assert choose((1, 32, 32, 1024), (3, 3, 1024, 512), 1) == "xla"  # 1024 positions, 512 outputs
     assert choose((8, 2, 2, 512), (1, 1, 512, 512), 0) == "xla"
     assert choose((8, 16, 16, 64), (4, 4, 64, 128), 2) == "taps"
     assert choose((8, 10, 10, 256), (4, 4, 256, 1), 2) == "xla"

@@ -101,6 +101,14 @@ def test_nearest_resize_is_torch_floor_indexing():
     np.testing.assert_array_equal(up, [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]])
 
 
+def test_upsample_gradient_sums_each_block():
+    x = jax.random.normal(jax.random.key(0), (2, 3, 5, 4))
+    dy = jax.random.normal(jax.random.key(1), (2, 6, 10, 4))
+    reference = jax.vjp(lambda t: jnp.repeat(jnp.repeat(t, 2, axis=1), 2, axis=2), x)[1](dy)[0]
+    ours = jax.vjp(resample.upsample_nearest_2x, x)[1](dy)[0]
+    np.testing.assert_allclose(ours, reference, rtol=1e-6, atol=1e-6)  # summation order
+
+
 def test_bilinear_resize_is_torch_align_corners_false():
     x = jnp.array([0.0, 10.0, 20.0, 30.0]).reshape(1, 1, 4, 1)
     # Upsample 4 -> 8: src = (i + 0.5) / 2 - 0.5, clamped at 0.
@@ -144,6 +152,29 @@ def test_spectral_norm_follows_torch_power_iteration():
         _, state = layer.apply({**variables, **state}, x, update_stats=True, mutable=["spectral"])
     s = np.asarray(state["spectral"]["u"]) @ w @ np.asarray(state["spectral"]["v"])
     np.testing.assert_allclose(s, np.linalg.svd(w, compute_uv=False)[0], rtol=1e-4)
+
+
+@pytest.mark.parametrize("side", [2, 16])  # output smaller than the kernel (divided after the conv), larger
+def test_spectral_conv_values_and_gradients_equal_dividing_the_kernel(side):
+    layer = conv_lib.Conv(8, 3, spectral=True)
+    x = jax.random.normal(jax.random.key(2), (2, side, side, 8))
+    variables = layer.init({"params": jax.random.key(0)}, x)
+    u, v = variables["spectral"]["u"], variables["spectral"]["v"]
+
+    def ours(kernel):
+        return layer.apply({**variables, "params": {**variables["params"], "kernel": kernel}}, x)
+
+    def reference(kernel):  # torch: weight_orig / (u . W v), W = weight.view(out, -1)
+        sigma = u @ kernel.transpose(3, 2, 0, 1).reshape(8, -1) @ v
+        y = jax.lax.conv_general_dilated(x, kernel / sigma, (1, 1), [(1, 1), (1, 1)],
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return y + variables["params"]["bias"]
+
+    kernel = variables["params"]["kernel"]
+    np.testing.assert_allclose(ours(kernel), reference(kernel), rtol=1e-5, atol=1e-5)
+    loss = lambda f: lambda k: jnp.sum(jnp.sin(f(k)))  # noqa: E731
+    expected = jax.grad(loss(reference))(kernel)  # entries up to ~4e4 with cancellation: compare on that scale
+    np.testing.assert_allclose(jax.grad(loss(ours))(kernel), expected, atol=1e-5 * float(jnp.max(jnp.abs(expected))))
 
 
 def test_avg_pool_matches_a_direct_computation_at_odd_sizes():

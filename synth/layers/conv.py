@@ -101,7 +101,9 @@ def choose_algorithm(x_shape, kernel_shape, padding: int | tuple[int, int]) -> s
     Off CPU, XLA's (GPU and TPU convolution libraries pick their own algorithms). On CPU, measured per layer
     (bench/conv_algorithms.py) and on whole steps:
     * im2col on maps of at most `IM2COL_MAX_POSITIONS` output positions (SPADE's 2x2 head at 64x64), where
-      XLA:CPU rewrites the convolution into a form 50x slower than the patch matmul;
+      XLA:CPU rewrites the convolution into a form 50x slower than the patch matmul, and wherever the patches
+      are smaller than the kernel (fewer output positions in the batch than output channels: SPADE's 1024-wide
+      layers at 16x16, batch 1), where XLA's input gradient transposes the whole kernel first;
     * F(2x2, 3x3) from `WINOGRAD_MIN_CHANNELS` channels on both sides (below, its input and output transforms
       outweigh the matmuls) and `WINOGRAD_MIN_TILES` 2x2 output tiles (below, transforming the kernel, 16
       Cin x Cout matrices, costs as much as using it); Eigen's convolutions are fast enough that Winograd only
@@ -118,7 +120,7 @@ def choose_algorithm(x_shape, kernel_shape, padding: int | tuple[int, int]) -> s
     n, h, w = x_shape[:3]
     ph, pw = (padding, padding) if isinstance(padding, int) else padding
     out_h, out_w = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
-    if out_h * out_w <= IM2COL_MAX_POSITIONS and (kh, kw) != (1, 1):
+    if (kh, kw) != (1, 1) and (out_h * out_w <= IM2COL_MAX_POSITIONS or n * out_h * out_w <= cout):
         return "im2col"
     tiles = n * -(-out_h // 2) * -(-out_w // 2)
     if ((kh, kw) == (3, 3) and min(cin, cout) >= WINOGRAD_MIN_CHANNELS[library]

@@ -27,9 +27,23 @@ def nearest_resize(x: jnp.ndarray, size: tuple[int, int]) -> jnp.ndarray:
     return x[:, _nearest_index(size[0], h)][:, :, _nearest_index(size[1], w)]
 
 
+@jax.custom_vjp
 def upsample_nearest_2x(x: jnp.ndarray) -> jnp.ndarray:
     """`nn.Upsample(scale_factor=2)`: every pixel repeated 2x2."""
     return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+def _upsample_nearest_2x_fwd(x):
+    return upsample_nearest_2x(x), None
+
+
+def _upsample_nearest_2x_bwd(_, dy):
+    # The gradient sums each 2x2 block. Autodiff's reduce over the split axes ran at ~0.4 GB/s on XLA:CPU (86 ms
+    # for SPADE's 256x256x128 map); four strided slices fuse with whatever produced dy into one loop.
+    return (dy[:, 0::2, 0::2] + dy[:, 0::2, 1::2] + dy[:, 1::2, 0::2] + dy[:, 1::2, 1::2],)
+
+
+upsample_nearest_2x.defvjp(_upsample_nearest_2x_fwd, _upsample_nearest_2x_bwd)
 
 
 def _linear_weights(out_size: int, in_size: int):
