@@ -38,10 +38,15 @@ def spectral_sigma(module: nn.Module, kernel: jnp.ndarray, update_stats: bool) -
     kernel's own layout, rows (kh, kw, in): viewing it as torch's W[out, in*kh*kw] would transpose the whole
     kernel (~10 ms for a 3x3 512->512 kernel on a CPU) in every forward and again in the backward pass.
     """
-    *window, cin, out = kernel.shape
+    kh, kw, cin, out = kernel.shape
     k2 = kernel.reshape(-1, out)  # W.T up to the order of its rows
-    to_kernel_order = lambda t: t.reshape(cin, *window).transpose(*range(1, len(window) + 1), 0).reshape(-1)  # noqa: E731
-    to_torch_order = lambda t: t.reshape(*window, cin).transpose(len(window), *range(len(window))).reshape(-1)  # noqa: E731
+
+    def to_kernel_order(t):  # (in, kh, kw) -> (kh, kw, in)
+        return t.reshape(cin, kh, kw).transpose(1, 2, 0).reshape(-1)
+
+    def to_torch_order(t):  # (kh, kw, in) -> (in, kh, kw)
+        return t.reshape(kh, kw, cin).transpose(2, 0, 1).reshape(-1)
+
     u = module.variable("spectral", "u",
                         lambda: _normalize(jax.random.normal(module.make_rng("params"), (out,))))
     v = module.variable("spectral", "v",
@@ -225,13 +230,13 @@ class Conv(nn.Module):
         k = self.kernel_size
         kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features))
         p = k // 2 if self.padding is None else self.padding
-        n, h, w = x.shape[:3]
-        out_size = n * ((h + 2 * p - k) // self.strides + 1) * ((w + 2 * p - k) // self.strides + 1) * self.features
         sigma = None
         if self.spectral:
             sigma = spectral_sigma(self, kernel, update_stats)
             # conv(x, W / sigma) = conv(x, W) / sigma: divide whichever is smaller (the kernel of a wide layer on
             # a small map is larger than its output), with its gradient's reduction over the same.
+            n, h, w = x.shape[:3]
+            out_size = n * ((h + 2 * p - k) // self.strides + 1) * ((w + 2 * p - k) // self.strides + 1) * self.features
             if kernel.size <= out_size:
                 kernel, sigma = kernel / sigma, None
         kernel = kernel.astype(x.dtype)
