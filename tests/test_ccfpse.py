@@ -168,9 +168,38 @@ def test_fused_depthwise_conv_gradients_equal_the_unfold_formulation():
         np.testing.assert_allclose(np.asarray(ours), np.asarray(ref), atol=1e-5)
 
 
+def test_tap_major_depthwise_conv_equals_channel_major_in_values_and_gradients():
+    k1, k2, k3 = jax.random.split(jax.random.key(4), 3)
+    x = jax.random.normal(k1, (2, 5, 7, 3))
+    w = jax.random.normal(k2, (2, 5, 7, 27))
+    g = jax.random.normal(k3, (2, 5, 7, 3))
+    # tap-major index t*C + c holds channel-major index c*9 + t
+    assert float(condconv.to_tap_major(jnp.arange(27.0))[1 * 3 + 2]) == 2 * 9 + 1
+    loss = lambda a, b, layout: jnp.sum(condconv.predicted_depthwise_conv(a, b, layout) * g)  # noqa: E731
+    ref_y = condconv.unfold_depthwise_conv(x, w)
+    np.testing.assert_allclose(np.asarray(condconv.predicted_depthwise_conv(x, condconv.to_tap_major(w),
+                                                                            "tap_major")), ref_y, atol=1e-5)
+    dx_c, dw_c = jax.grad(loss, argnums=(0, 1))(x, w, "channel_major")
+    dx_t, dw_t = jax.grad(loss, argnums=(0, 1))(x, condconv.to_tap_major(w), "tap_major")
+    np.testing.assert_allclose(np.asarray(dx_t), np.asarray(dx_c), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(dw_t), np.asarray(condconv.to_tap_major(dw_c)), atol=1e-5)
+
+
+def test_weight_predictor_emits_tap_major_kernels_from_official_parameters():
+    cond = jax.random.normal(jax.random.key(6), (1, 6, 6, 5))
+    plain = ccfpse.WeightPredictor(9 * 4, hidden=8)
+    params = plain.init(KEY, cond)
+    tap_major = ccfpse.WeightPredictor(9 * 4, hidden=8, tap_major=True)
+    assert jax.tree.map(jnp.shape, tap_major.init(KEY, cond)) == jax.tree.map(jnp.shape, params)
+    np.testing.assert_allclose(np.asarray(tap_major.apply(params, cond)),
+                               np.asarray(condconv.to_tap_major(plain.apply(params, cond))), atol=1e-6)
+
+
 def test_depthwise_conv_checks_shapes():
     with pytest.raises(ValueError, match="weights"):
         condconv.predicted_depthwise_conv(jnp.zeros((1, 4, 4, 2)), jnp.zeros((1, 4, 4, 9)))
+    with pytest.raises(ValueError, match="layout"):
+        condconv.predicted_depthwise_conv(jnp.zeros((1, 4, 4, 1)), jnp.zeros((1, 4, 4, 9)), "row_major")
 
 
 # --------------------------------------------------------------------------------------------- discriminator

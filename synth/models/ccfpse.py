@@ -15,7 +15,9 @@ convolution weights are predicted from the layout:
   resolution)`: semantic_nc + nf channels. With 'normal', G_middle_1 reuses G_middle_0's level.
 * **DepthsepCCBlock(fin -> fout)**, fmiddle = min(fin, fout): four predictors (3x3 conv -> ReLU -> 3x3 conv,
   hidden 128) give the depthwise kernels of the two conditional convs (fin*9 and fout*9 maps) and two
-  sigmoid channel attentions (fmiddle and fout maps). Main path: BN -> predicted depthwise 3x3 -> 1x1 conv
+  sigmoid channel attentions (fmiddle and fout maps); the depthwise kernels come out tap-major (the
+  predictor's kernel permuted, its parameters in the official order), which the fused depthwise conv reads
+  with unit stride. Main path: BN -> predicted depthwise 3x3 -> 1x1 conv
   -> * attention -> LReLU -> BN -> predicted depthwise 3x3 -> 1x1 conv -> * attention -> LReLU. Shortcut
   (fin != fout only): SPADE (param-free BN, 128-wide 3x3 MLP) -> spectral-norm 1x1 conv without bias.
 
@@ -35,7 +37,8 @@ import jax
 import jax.numpy as jnp
 
 from synth.layers import SPADE, BatchNorm, Conv, Dense, nearest_resize, upsample_nearest_2x
-from synth.layers.condconv import predicted_depthwise_conv
+from synth.layers.condconv import predicted_depthwise_conv, to_tap_major
+from synth.layers.conv import conv_stride1, spade_init
 from synth.models.spade import NUM_UPSAMPLING, latent_size, lrelu
 
 # The FPN's number of levels per upsampling mode (the official code knows these two only).
@@ -103,15 +106,36 @@ class LabelPyramid(nn.Module):
         return out
 
 
+class TapMajorConv(nn.Module):
+    """A 3x3 conv to 9C channels whose parameters are in the official channel-major order (c*9 + tap) and
+    whose output is tap-major (tap*C + c; see `condconv`): the kernel's and bias's channels are permuted, not
+    the far larger output."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param("kernel", spade_init(), (3, 3, x.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        y = conv_stride1(x, to_tap_major(kernel).astype(x.dtype), 1)
+        return y + to_tap_major(bias).astype(x.dtype)
+
+
 class WeightPredictor(nn.Module):
-    """`gen_weights*` / `gen_se_weights*`: 3x3 conv (-> hidden) -> ReLU -> 3x3 conv (-> features)."""
+    """`gen_weights*` / `gen_se_weights*`: 3x3 conv (-> hidden) -> ReLU -> 3x3 conv (-> features).
+
+    `tap_major`: the output is 9C depthwise kernels, emitted in tap-major order (parameters unchanged)."""
 
     features: int
     hidden: int = 128
+    tap_major: bool = False
 
     @nn.compact
     def __call__(self, cond):
-        return Conv(self.features, 3, name="out")(nn.relu(Conv(self.hidden, 3, name="hidden")(cond)))
+        hidden = nn.relu(Conv(self.hidden, 3, name="hidden")(cond))
+        if self.tap_major:
+            return TapMajorConv(self.features, name="out")(hidden)
+        return Conv(self.features, 3, name="out")(hidden)
 
 
 class DepthsepCCBlock(nn.Module):
@@ -131,8 +155,8 @@ class DepthsepCCBlock(nn.Module):
         fmiddle = min(fin, fout)
         kw = dict(use_running_average=use_running_average, update_stats=update_stats)
         cond = nearest_resize(cond, x.shape[1:3]).astype(x.dtype)
-        weights1 = WeightPredictor(9 * fin, self.hidden, name="gen_weights1")(cond)
-        weights2 = WeightPredictor(9 * fout, self.hidden, name="gen_weights2")(cond)
+        weights1 = WeightPredictor(9 * fin, self.hidden, tap_major=True, name="gen_weights1")(cond)
+        weights2 = WeightPredictor(9 * fout, self.hidden, tap_major=True, name="gen_weights2")(cond)
         attention1 = nn.sigmoid(WeightPredictor(fmiddle, self.hidden, name="gen_se_weights1")(cond))
         attention2 = nn.sigmoid(WeightPredictor(fout, self.hidden, name="gen_se_weights2")(cond))
 
@@ -144,10 +168,10 @@ class DepthsepCCBlock(nn.Module):
             x_s = x
 
         dx = AffineBatchNorm(name="norm_1")(x, **kw)
-        dx = predicted_depthwise_conv(dx, weights1)
+        dx = predicted_depthwise_conv(dx, weights1, "tap_major")
         dx = Conv(fmiddle, 1, name="conv_1")(dx) * attention1
         dx = AffineBatchNorm(name="norm_2")(lrelu(dx), **kw)
-        dx = predicted_depthwise_conv(dx, weights2)
+        dx = predicted_depthwise_conv(dx, weights2, "tap_major")
         dx = lrelu(Conv(fout, 1, name="conv_3")(dx) * attention2)
         return x_s + dx
 
@@ -222,4 +246,4 @@ def unused_official_bn_params(ngf: int) -> int:
 
 
 __all__ = ["AffineBatchNorm", "CCFPSEGenerator", "ConvBNAct", "DepthsepCCBlock", "LabelPyramid",
-           "WeightPredictor", "unused_official_bn_params"]
+           "TapMajorConv", "WeightPredictor", "unused_official_bn_params"]
