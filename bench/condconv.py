@@ -2,8 +2,10 @@
 naive unfold implementations of the same operation. Prints JSON (milliseconds, best of --repeats, after a
 warm-up call that compiles).
 
-Implementations, all jitted, float32, NHWC, weights [N,H,W,9C] in the official layout (c*9 + tap):
+Implementations, all jitted, float32, NHWC, weights [N,H,W,9C] in the official layout (c*9 + tap) unless stated:
 * `fused`: `synth.layers.condconv.predicted_depthwise_conv`;
+* `fused_tap_major`: the same with the weights in tap-major order (tap*C + c), as the CC-FPSE generator
+  predicts them;
 * `unfold_im2col`: `jax.lax.conv_general_dilated_patches` (JAX's `nn.Unfold`, an im2col convolution), then
   multiply and sum the nine taps, as the official `DepthConv` does;
 * `unfold_stacked`: the nine shifted copies stacked into a [N,H,W,C,9] patches tensor, then multiply and sum
@@ -41,7 +43,9 @@ def unfold_stacked(x, weights):
     return (patches * weights.reshape(*weights.shape[:3], -1, 9)).sum(-1)
 
 
-IMPLEMENTATIONS = {"fused": condconv.predicted_depthwise_conv, "unfold_im2col": condconv.unfold_depthwise_conv,
+IMPLEMENTATIONS = {"fused": condconv.predicted_depthwise_conv,
+                   "fused_tap_major": lambda x, w: condconv.predicted_depthwise_conv(x, w, "tap_major"),
+                   "unfold_im2col": condconv.unfold_depthwise_conv,
                    "unfold_stacked": unfold_stacked}
 
 
@@ -121,7 +125,8 @@ def main():
                 pass
         fused = r["fused"]
         r["naive_over_fused"] = {name: {k: round(v / fused[k], 2) for k, v in t.items()}
-                                 for name, t in r.items() if name != "fused"}
+                                 for name, t in r.items() if not name.startswith("fused")}
+        r["fused_over_fused_tap_major"] = {k: round(v / r["fused_tap_major"][k], 2) for k, v in fused.items()}
         results["shapes"][spec] = r
     print(json.dumps(results, indent=2))
 

@@ -197,3 +197,27 @@ def test_conv_gradients_equal_xla_convolution_gradients(cin, cout, k, p):
     np.testing.assert_allclose(ours[0], ref[0], rtol=1e-5, atol=1e-5)
     for a, b in zip(ours[1](dy), ref[1](dy)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
+
+
+def test_spade_layer_applies_gamma_and_beta_as_two_convs_of_their_own_parameters():
+    from synth.layers import SPADE
+    k1, k2 = jax.random.split(jax.random.key(11))
+    x = jax.random.normal(k1, (2, 8, 8, 6))
+    seg = jax.nn.one_hot(jax.random.randint(k2, (2, 16, 16), 0, 5), 5)
+    layer = SPADE("batch", hidden=7, kernel_size=3)
+    variables = layer.init(jax.random.key(0), x, seg, use_running_average=False, update_stats=False)
+    p = variables["params"]
+    assert set(p) == {"mlp_shared", "mlp_gamma", "mlp_beta"}
+    assert p["mlp_gamma"]["kernel"].shape == p["mlp_beta"]["kernel"].shape == (3, 3, 7, 6)
+    p = jax.tree.map(lambda a: a + jax.random.normal(jax.random.key(1), a.shape), p)  # non-zero biases too
+
+    def conv(a, q):
+        return jax.lax.conv_general_dilated(a, q["kernel"], (1, 1), [(1, 1), (1, 1)],
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC")) + q["bias"]
+
+    seg_small = seg[:, ::2, ::2]  # nearest 16 -> 8: floor indexing takes every other pixel
+    actv = jax.nn.relu(conv(seg_small, p["mlp_shared"]))
+    mean, var = x.mean((0, 1, 2)), x.var((0, 1, 2))
+    expected = (x - mean) / jnp.sqrt(var + 1e-5) * (1 + conv(actv, p["mlp_gamma"])) + conv(actv, p["mlp_beta"])
+    got = layer.apply({**variables, "params": p}, x, seg, use_running_average=False, update_stats=False)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-4, atol=1e-4)

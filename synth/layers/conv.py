@@ -248,6 +248,20 @@ class Conv(nn.Module):
         return y
 
 
+class ConvParams(nn.Module):
+    """The parameters of a bias-carrying `Conv` (same names, shapes and init), for a layer that applies several
+    convolutions of one input as a single wider one: `__call__(in_channels) -> (kernel, bias)`."""
+
+    features: int
+    kernel_size: int = 3
+
+    @nn.compact
+    def __call__(self, in_channels: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+        k = self.kernel_size
+        return (self.param("kernel", spade_init(), (k, k, in_channels, self.features)),
+                self.param("bias", nn.initializers.zeros, (self.features,)))
+
+
 class Dense(nn.Module):
     """Linear layer with SPADE's init (kernel stored [in, out], the transpose of torch's weight)."""
 

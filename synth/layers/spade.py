@@ -5,7 +5,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from synth.layers.conv import Conv
+from synth.layers.conv import Conv, ConvParams, conv_stride1
 from synth.layers.norms import BatchNorm, instance_norm
 from synth.layers.resample import nearest_resize
 
@@ -33,6 +33,11 @@ class SPADE(nn.Module):
             raise ValueError(f"SPADE norm must be 'batch' or 'instance', got {self.norm!r}.")
         seg = nearest_resize(segmap, x.shape[1:3]).astype(x.dtype)
         actv = nn.relu(Conv(self.hidden, self.kernel_size, name="mlp_shared")(seg))
-        gamma = Conv(x.shape[-1], self.kernel_size, name="mlp_gamma")(actv)
-        beta = Conv(x.shape[-1], self.kernel_size, name="mlp_beta")(actv)
+        # gamma and beta read the same activations: one conv to 2C channels, with the two layers' parameters.
+        c = x.shape[-1]
+        k_gamma, b_gamma = ConvParams(c, self.kernel_size, name="mlp_gamma")(actv.shape[-1])
+        k_beta, b_beta = ConvParams(c, self.kernel_size, name="mlp_beta")(actv.shape[-1])
+        kernel = jnp.concatenate([k_gamma, k_beta], axis=-1).astype(x.dtype)
+        gamma_beta = conv_stride1(actv, kernel, self.kernel_size // 2) + jnp.concatenate([b_gamma, b_beta])
+        gamma, beta = gamma_beta[..., :c], gamma_beta[..., c:]
         return normalized * (1 + gamma) + beta

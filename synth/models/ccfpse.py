@@ -38,7 +38,7 @@ import jax.numpy as jnp
 
 from synth.layers import SPADE, BatchNorm, Conv, Dense, nearest_resize, upsample_nearest_2x
 from synth.layers.condconv import predicted_depthwise_conv, to_tap_major
-from synth.layers.conv import conv_stride1, spade_init
+from synth.layers.conv import ConvParams, conv_stride1
 from synth.models.spade import NUM_UPSAMPLING, latent_size, lrelu
 
 # The FPN's number of levels per upsampling mode (the official code knows these two only).
@@ -106,21 +106,6 @@ class LabelPyramid(nn.Module):
         return out
 
 
-class TapMajorConv(nn.Module):
-    """A 3x3 conv to 9C channels whose parameters are in the official channel-major order (c*9 + tap) and
-    whose output is tap-major (tap*C + c; see `condconv`): the kernel's and bias's channels are permuted, not
-    the far larger output."""
-
-    features: int
-
-    @nn.compact
-    def __call__(self, x):
-        kernel = self.param("kernel", spade_init(), (3, 3, x.shape[-1], self.features))
-        bias = self.param("bias", nn.initializers.zeros, (self.features,))
-        y = conv_stride1(x, to_tap_major(kernel).astype(x.dtype), 1)
-        return y + to_tap_major(bias).astype(x.dtype)
-
-
 class WeightPredictor(nn.Module):
     """`gen_weights*` / `gen_se_weights*`: 3x3 conv (-> hidden) -> ReLU -> 3x3 conv (-> features).
 
@@ -133,9 +118,11 @@ class WeightPredictor(nn.Module):
     @nn.compact
     def __call__(self, cond):
         hidden = nn.relu(Conv(self.hidden, 3, name="hidden")(cond))
-        if self.tap_major:
-            return TapMajorConv(self.features, name="out")(hidden)
-        return Conv(self.features, 3, name="out")(hidden)
+        if not self.tap_major:
+            return Conv(self.features, 3, name="out")(hidden)
+        # Permute the kernel's and bias's channels (KBs), not the far larger output.
+        kernel, bias = ConvParams(self.features, 3, name="out")(hidden.shape[-1])
+        return conv_stride1(hidden, to_tap_major(kernel).astype(cond.dtype), 1) + to_tap_major(bias).astype(cond.dtype)
 
 
 class DepthsepCCBlock(nn.Module):
@@ -246,4 +233,4 @@ def unused_official_bn_params(ngf: int) -> int:
 
 
 __all__ = ["AffineBatchNorm", "CCFPSEGenerator", "ConvBNAct", "DepthsepCCBlock", "LabelPyramid",
-           "TapMajorConv", "WeightPredictor", "unused_official_bn_params"]
+           "WeightPredictor", "unused_official_bn_params"]
