@@ -38,6 +38,7 @@ class SPADE(nn.Module):
         k_gamma, b_gamma = ConvParams(c, self.kernel_size, name="mlp_gamma")(actv.shape[-1])
         k_beta, b_beta = ConvParams(c, self.kernel_size, name="mlp_beta")(actv.shape[-1])
         kernel = jnp.concatenate([k_gamma, k_beta], axis=-1).astype(x.dtype)
-        gamma_beta = conv_stride1(actv, kernel, self.kernel_size // 2) + jnp.concatenate([b_gamma, b_beta])
+        bias = jnp.concatenate([b_gamma, b_beta]).astype(x.dtype)
+        gamma_beta = conv_stride1(actv, kernel, self.kernel_size // 2) + bias
         gamma, beta = gamma_beta[..., :c], gamma_beta[..., c:]
         return normalized * (1 + gamma) + beta
