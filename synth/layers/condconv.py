@@ -16,16 +16,15 @@ The official `DepthConv` materialises the unfolded input (N, C*9, H, W) and mult
 Here the op is nine shifted slices of the padded input times slices of the weights, summed: XLA fuses the
 whole expression into one elementwise loop, so no (N, H, W, C, 9) tensor of patches ever exists.
 
-The backward pass is written by hand. Autodiff turns each tap's weight slice into a zero-padded copy of the
-whole weight gradient and sums the nine copies, and pads each of dx's nine products apart; in the CC-FPSE
-generator on XLA:CPU that is most of the backward pass. Here the weight gradient is written once (the nine
-products of shifted inputs and dy, concatenated in the weights' order) and dx is one loop over slices of
-the padded dy and weights.
+In tap-major order the backward pass is written by hand. Autodiff turns each tap's weight slice into a
+zero-padded copy of the whole weight gradient and sums the nine copies, and pads each of dx's nine products
+apart; in the CC-FPSE generator on XLA:CPU that was most of the backward pass. Here the weight gradient is
+written once (the nine products of shifted inputs and dy, concatenated) and dx is one loop over slices of the
+padded dy and weights. Channel-major order keeps autodiff's backward: the same hand-written one, stacking
+the nine products along a minor axis of 9, measured 2-4x slower there on XLA:CPU (bench/condconv.py).
 """
 
 from __future__ import annotations
-
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -75,43 +74,41 @@ def _forward(x, weights, layout):
     return y
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _depthwise(x, weights, layout):
-    return _forward(x, weights, layout)
+@jax.custom_vjp
+def _tap_major_depthwise(x, weights):
+    return _forward(x, weights, "tap_major")
 
 
-def _depthwise_fwd(x, weights, layout):
-    return _forward(x, weights, layout), (x, weights)
+def _tap_major_fwd(x, weights):
+    return _forward(x, weights, "tap_major"), (x, weights)
 
 
-def _depthwise_bwd(layout, residuals, dy):
+def _tap_major_bwd(residuals, dy):
     x, weights = residuals
     h, w = x.shape[1:3]
     xp = _pad1(x)
-    products = [xp[:, i:i + h, j:j + w, :] * dy for i in range(3) for j in range(3)]  # d weights, per tap
-    if layout == "tap_major":
-        d_weights = jnp.concatenate(products, axis=-1)
-    else:
-        d_weights = jnp.stack(products, axis=-1).reshape(weights.shape)
+    d_weights = jnp.concatenate([xp[:, i:i + h, j:j + w, :] * dy for i in range(3) for j in range(3)], axis=-1)
     # dx[p] = sum over taps t of dy[p - t] * k[p - t, t]: the same slices of the padded dy and weights.
     dyp, wp = _pad1(dy), _pad1(weights)
     dx = None
     for i in range(3):
         for j in range(3):
             window = (slice(None), slice(2 - i, 2 - i + h), slice(2 - j, 2 - j + w))
-            term = dyp[window] * _tap(wp[window], 3 * i + j, layout)
+            term = dyp[window] * _tap(wp[window], 3 * i + j, "tap_major")
             dx = term if dx is None else dx + term
     return dx, d_weights
 
 
-_depthwise.defvjp(_depthwise_fwd, _depthwise_bwd)
+_tap_major_depthwise.defvjp(_tap_major_fwd, _tap_major_bwd)
 
 
 def predicted_depthwise_conv(x: jnp.ndarray, weights: jnp.ndarray, layout: str = "channel_major") -> jnp.ndarray:
     """x [N,H,W,C], weights [N,H,W,9C] in `layout` (see the module docstring) -> [N,H,W,C]; 3x3, stride 1,
     zero padding 1."""
     _check(x, weights, layout)
-    return _depthwise(x, weights, layout)
+    if layout == "tap_major":
+        return _tap_major_depthwise(x, weights)
+    return _forward(x, weights, layout)
 
 
 def unfold_depthwise_conv(x: jnp.ndarray, weights: jnp.ndarray) -> jnp.ndarray:
