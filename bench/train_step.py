@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+from jax.extend import core as jax_core  # noqa: E402
 import ml_collections as mlc  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -54,6 +55,31 @@ def config_for(s: dict, reuse_fake: bool) -> mlc.ConfigDict:
     return c
 
 
+def conv_matmul_flops(closed_jaxpr) -> float:
+    """FLOPs of the convolutions and matrix products in a jaxpr (nested calls, custom derivatives and loops
+    included; a loop body counted once per trip): what torch's FlopCounterMode counts, for a like-with-like
+    comparison with the official step. XLA's `cost_analysis` also counts elementwise work."""
+    def walk(jaxpr) -> float:
+        total = 0.0
+        for eqn in jaxpr.eqns:
+            name = eqn.primitive.name
+            if name == "conv_general_dilated":
+                lhs, rhs = (v.aval for v in eqn.invars)
+                out = eqn.outvars[0].aval
+                spec = eqn.params["dimension_numbers"].rhs_spec  # (out, in, spatial...)
+                taps = np.prod([rhs.shape[d] for d in spec[2:]])
+                total += 2.0 * np.prod(out.shape) * taps * rhs.shape[spec[1]]
+            elif name == "dot_general":
+                (contract, _), _ = eqn.params["dimension_numbers"]
+                lhs = eqn.invars[0].aval
+                total += 2.0 * np.prod(eqn.outvars[0].aval.shape) * np.prod([lhs.shape[d] for d in contract])
+            trips = eqn.params.get("length", 1) if name == "scan" else 1
+            for sub in jax_core.jaxprs_in_params(eqn.params):
+                total += trips * walk(sub)
+        return total
+    return walk(closed_jaxpr.jaxpr)
+
+
 def time_ours(config: mlc.ConfigDict, s: dict, steps: int, forward: bool = False) -> dict:
     """Our jitted, donated training step (G then D) on random data of setting `s`; with `forward`, also the
     generator's inference forward (eval-mode BatchNorm)."""
@@ -75,6 +101,7 @@ def time_ours(config: mlc.ConfigDict, s: dict, steps: int, forward: bool = False
     compiled = step.lower(state, data, vgg).compile()
     compile_s = time.perf_counter() - t0
     flops = (compiled.cost_analysis() or {}).get("flops", float("nan"))
+    conv_flops = conv_matmul_flops(step.trace(state, data, vgg).jaxpr)
     memory = compiled.memory_analysis()
     state, _ = compiled(state, data, vgg)  # Warm-up.
     jax.block_until_ready(state)
@@ -87,6 +114,7 @@ def time_ours(config: mlc.ConfigDict, s: dict, steps: int, forward: bool = False
     median = statistics.median(times)
     out = {"median_step_s": round(median, 3), "images_per_s": round(batch / median, 3),
            "gflop_per_step": round(flops / 1e9, 1), "achieved_gflop_per_s": round(flops / 1e9 / median, 1),
+           "gflop_per_step_conv_matmul": round(conv_flops / 1e9, 1),
            "compile_s": round(compile_s, 1),
            "xla_temp_mib": round(getattr(memory, "temp_size_in_bytes", 0) / 2 ** 20, 1) if memory else None}
     if forward:
@@ -126,8 +154,16 @@ with torch.no_grad():
         inference_model(data, mode="inference")
         fwd.append(time.perf_counter() - t0)
 import resource
+from torch.utils.flop_counter import FlopCounterMode
+# One more step under torch's FLOP counter: convolutions and matrix products, forward and backward (elementwise
+# ops and unfold are not counted).
+with FlopCounterMode(display=False) as counter:
+    one()
+flops = counter.get_total_flops()
 print(json.dumps({"median_step_s": round(m, 3), "images_per_s": round(batch / m, 3),
                   "generator_forward_s": round(statistics.median(fwd), 3),
+                  "gflop_per_step_conv_matmul": round(flops / 1e9, 1),
+                  "achieved_gflop_per_s": round(flops / 1e9 / m, 1),
                   "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
 '''
 
@@ -236,7 +272,7 @@ def main():
     result = {"devices": [str(d) for d in jax.devices()], "cpus": os.cpu_count()}
     for name in args.settings.split(","):
         s = SETTINGS[name]
-        entry = {"setting": s, "ours_official_order": time_ours(config_for(s, False), s, args.steps),
+        entry = {"setting": s, "ours_official_order": time_ours(config_for(s, False), s, args.steps, forward=True),
                  "ours_reuse_fake_for_d": time_ours(config_for(s, True), s, args.steps)}
         if args.compare_xla_convolutions:
             with conv.conv_algorithm("xla"):
