@@ -1,7 +1,9 @@
-"""The GAN step's generator losses equal the official formulation: D and VGG on fake and real in one pass.
+"""The GAN step equals the official formulation, both halves.
 
-Our step runs the real half apart and without gradient (`run_discriminator_for_generator`); this recomputes the
-generator's loss terms and gradient norm the official way and compares.
+G: our step runs the real half apart and without gradient (`run_discriminator_for_generator`); this recomputes
+the generator's loss terms and gradient norm the official way (D and VGG on fake and real in one pass).
+D: the detached fake of a second G forward with the updated parameters (or the G step's own fake with
+`train.reuse_fake_for_d`), D's loss terms and gradient norm.
 """
 
 import flax.linen as nn
@@ -101,3 +103,69 @@ def test_generator_terms_and_gradient_equal_the_joint_pass(model):
     for name, value in expected.items():
         np.testing.assert_allclose(metrics[name], value, rtol=2e-5, err_msg=name)
     np.testing.assert_allclose(metrics["g_grad_norm"], grad_norm, rtol=1e-4)
+
+
+def official_d_step_terms(system, spec, state, new_state, batch, reuse_fake):
+    """The official D step, recomputed: the fake comes from a second train-mode G forward with the updated G
+    parameters (or, with `reuse_fake`, is the G step's own fake), detached; D sees cat(fake, real) once."""
+    seg = gan_step.make_semantics(spec)(batch)
+    real = batch["image"]
+    fpse = isinstance(system.discriminator, type(models.build(ccfpse_model(ngf=8, ndf=8), SIZE, SIZE).discriminator))
+    g_vars = {"params": state["g"]["params"], "batch_stats": state["g"]["batch_stats"],
+              "spectral": state["g"]["spectral"]}
+    fake, g_state = system.generator.apply(g_vars, seg, None, train=True, mutable=["batch_stats", "spectral"])
+    if not reuse_fake:  # spectral vectors as the first forward left them; train mode uses batch statistics
+        g_vars = {"params": new_state["g"]["params"], **g_state}
+        fake, _ = system.generator.apply(g_vars, seg, None, train=True, mutable=["batch_stats", "spectral"])
+    # The power iteration does not depend on the input: D's vectors after the G step's fake pass.
+    _, d_after_g = system.discriminator.apply(state["d"], jnp.concatenate([seg, real], -1), train=True,
+                                              mutable=["spectral"])
+
+    def loss(d_params):
+        x = jnp.concatenate([jnp.concatenate([seg, jax.lax.stop_gradient(fake)], -1),
+                             jnp.concatenate([seg, real], -1)], 0)
+        outputs, _ = system.discriminator.apply({"params": d_params, **d_after_g}, x, train=True,
+                                                mutable=["spectral"])
+        if fpse:
+            preds = outputs[1]
+            pred_fake, pred_real = [[p[:BATCH]] for p in preds], [[p[BATCH:]] for p in preds]
+        else:
+            pred_fake = [[o[:BATCH] for o in s] for s in outputs]
+            pred_real = [[o[BATCH:] for o in s] for s in outputs]
+        terms = {"d_fake": losses.gan_loss(pred_fake, target_is_real=False, for_discriminator=True, mode="hinge"),
+                 "d_real": losses.gan_loss(pred_real, target_is_real=True, for_discriminator=True, mode="hinge")}
+        return sum(terms.values()), terms
+
+    (_, terms), grads = jax.value_and_grad(loss, has_aux=True)(state["d"]["params"])
+    return terms, jnp.sqrt(sum(jnp.sum(g ** 2) for g in jax.tree.leaves(grads)))
+
+
+@pytest.mark.parametrize("model,reuse_fake", [(spade_model(ngf=8, ndf=8, n_layers_D=3), False),
+                                              (spade_model(ngf=8, ndf=8, n_layers_D=3), True),
+                                              (ccfpse_model(ngf=8, ndf=8, use_vae=False), False)],
+                         ids=["spade", "spade-reuse-fake", "ccfpse"])
+def test_discriminator_step_equals_the_official_d_step(model, reuse_fake):
+    config = config_for(model)
+    config.train.reuse_fake_for_d = reuse_fake
+    config.loss.lambda_vgg = 0.0
+    config.optim.lr_g = 1e-2  # a G update large enough that the second forward's fake differs measurably
+    spec = DatasetSpec("test", labels.custom(CLASSES), use_instance=False)
+    system = models.build(config.model, SIZE, SIZE)
+    tx_g, tx_d = optimizers.adam(config.optim, config.train, "g"), optimizers.adam(config.optim, config.train, "d")
+    state = jax.jit(lambda key: state_lib.init_state(system, tx_g, tx_d, key, batch_size=1, height=SIZE, width=SIZE,
+                                                     semantic_nc=spec.semantic_nc, z_dim=256, ema=False))(
+        jax.random.key(0))
+    rng = np.random.default_rng(1)
+    batch = {"label": jnp.asarray(rng.integers(0, CLASSES, (BATCH, SIZE, SIZE)), jnp.int32),
+             "image": jnp.asarray(rng.uniform(-1, 1, (BATCH, SIZE, SIZE, 3)), jnp.float32)}
+    schedules = (optimizers.schedule(1e-4, 10, 10),) * 2
+    step = jax.jit(gan_step.make_gan_step(system, config, spec, tx_g, tx_d, schedules))
+    new_state, metrics = step(state, batch)
+    expected, grad_norm = jax.jit(
+        lambda s, n: official_d_step_terms(system, spec, s, n, batch, reuse_fake))(state, new_state)
+    for name, value in expected.items():
+        np.testing.assert_allclose(metrics[name], value, rtol=2e-5, err_msg=name)
+    np.testing.assert_allclose(metrics["d_grad_norm"], grad_norm, rtol=1e-4)
+    # The other choice of fake gives d_fake at least 10x the tolerance away: the comparison tells the orders apart.
+    other, _ = jax.jit(lambda s, n: official_d_step_terms(system, spec, s, n, batch, not reuse_fake))(state, new_state)
+    assert abs(float(other["d_fake"]) - float(metrics["d_fake"])) > 10 * 2e-5 * abs(float(metrics["d_fake"]))
