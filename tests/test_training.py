@@ -57,6 +57,30 @@ def test_training_writes_checkpoints_samples_and_a_summary(straight_run):
     assert meta["config"]["model"]["ngf"] == 4
 
 
+def test_training_writes_clu_summaries(straight_run):
+    """TensorBoard events of the run: every loss, the learning rates, data wait, steps/s and the image grid."""
+    import glob
+
+    import tensorflow as tf
+
+    workdir, _ = straight_run
+    scalars, images = {}, set()
+    for path in glob.glob(os.path.join(workdir, "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                plugin = value.metadata.plugin_data.plugin_name
+                if plugin == "images":
+                    images.add(value.tag)
+                elif plugin == "scalars":
+                    scalars.setdefault(value.tag, []).append((event.step, float(tf.make_ndarray(value.tensor))))
+    for tag in ("g_gan", "g_feat", "d_fake", "d_real", "lr_g", "lr_d", "data_wait_s", "steps_per_sec"):
+        assert tag in scalars, f"{tag} not written; written: {sorted(scalars)}"
+        assert all(np.isfinite(v) for _, v in scalars[tag])
+    assert [step for step, _ in scalars["g_gan"]] == [2, 4]  # log_every 2, 4 steps
+    assert scalars["lr_g"][0][1] == pytest.approx(1e-4)
+    assert images == {"label_real_fake"}
+
+
 def test_stop_and_resume_equals_straight_training(straight_run, tmp_path):
     _, straight = straight_run
     workdir = str(tmp_path)
