@@ -221,3 +221,34 @@ def test_spade_layer_applies_gamma_and_beta_as_two_convs_of_their_own_parameters
     expected = (x - mean) / jnp.sqrt(var + 1e-5) * (1 + conv(actv, p["mlp_gamma"])) + conv(actv, p["mlp_beta"])
     got = layer.apply({**variables, "params": p}, x, seg, use_running_average=False, update_stats=False)
     np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-4, atol=1e-4)
+
+
+def test_paper_presets_carry_the_papers_settings():
+    from configs import spade_ade20k, spade_cityscapes, spade_coco
+
+    cs, ade, coco = (m.get_config("root=/x") for m in (spade_cityscapes, spade_ade20k, spade_coco))
+    # Epochs of the paper (200, 200, 100) of floor(train images / 32) iterations; decay over the second half.
+    assert [c.train.num_steps for c in (cs, ade, coco)] == [200 * (2975 // 32), 200 * (20210 // 32),
+                                                            100 * (118287 // 32)]
+    for c in (cs, ade, coco):
+        assert c.model.name == "spade" and not c.model.use_vae and (c.model.ngf, c.model.ndf) == (64, 64)
+        assert c.train.batch_size == 32 and c.train.decay_start_step * 2 == c.train.num_steps
+        assert (c.optim.b1, c.optim.b2, c.optim.lr_g, c.optim.lr_d) == (0.0, 0.9, 1e-4, 4e-4)
+        assert (c.loss.gan_mode, c.loss.lambda_feat, c.loss.lambda_vgg, c.loss.vgg) == ("hinge", 10.0, 10.0,
+                                                                                        "torchvision")
+        assert c.model.num_D == 2 and c.model.n_layers_D == 4
+    assert cs.model.num_upsampling_layers == "more" and ade.model.num_upsampling_layers == "normal"
+    assert (cs.data.preprocess.mode, cs.data.preprocess.crop_size, cs.data.preprocess.aspect_ratio) == ("fixed", 512, 2.0)
+    assert (ade.data.preprocess.mode, ade.data.preprocess.load_size, ade.data.preprocess.crop_size) == (
+        "resize_and_crop", 286, 256)
+    assert spade_ade20k.get_config("vae").model.use_vae
+    with pytest.raises(ValueError, match="Unknown config argument"):
+        spade_coco.get_config("vea")
+
+
+def test_learning_rate_is_constant_then_linear_to_zero():
+    from synth.training import optimizers
+
+    lr = optimizers.schedule(4e-4, num_steps=100, decay_start_step=60)
+    np.testing.assert_allclose([lr(0), lr(59), lr(60), lr(80), lr(100)], [4e-4, 4e-4, 4e-4, 2e-4, 0.0], atol=1e-9)
+    assert float(optimizers.schedule(1e-4, 10, 10)(9)) == pytest.approx(1e-4)
