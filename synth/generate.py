@@ -127,6 +127,19 @@ def samples(model: Model | str, label_map, n: int, rng) -> np.ndarray:
     return generate(model, np.repeat(ids, n, 0), noise=sample_noise(model, rng, n))
 
 
+def interpolate(model: Model | str, label_map, a, b, steps: int) -> np.ndarray:
+    """[steps, H, W, 3] uint8 images of one layout along the segment between noise maps `a` and `b` (each
+    [H, W, c], e.g. from `sample_noise`): the paper's interpolation figures."""
+    from synth import imle
+
+    model = load(model) if isinstance(model, str) else model
+    ids = _as_ids(label_map, model.spec)
+    if ids.shape[0] != 1:
+        raise ValueError(f"interpolate() takes one layout, got {ids.shape[0]}.")
+    path = imle.interpolate_codes(jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32), steps)
+    return generate(model, np.repeat(ids, steps, 0), noise=path)
+
+
 def generate(model: Model | str, label_map, *, instance=None, z=None, noise=None, rng=None,
              use_ema: bool = True, bn_stats: str = "running") -> np.ndarray:
     """uint8 [B,H,W,3] images for label maps, at the label maps' own size.

@@ -3,6 +3,7 @@ the outer/inner schedule with exact resume, and sampling from a checkpoint."""
 
 import json
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -65,9 +66,18 @@ def test_vectorized_search_returns_what_the_per_sample_loop_returns(kernel_setup
     by_batch = sharding.batch_sharding(mesh)
     sharded = {k: jax.device_put(v, by_batch) if k in ("seg", "real", "weights", "keys") else v
                for k, v in s.items()}
-    _, best8, dists8 = search(sharded, chunk=2, constrain=lambda x: jax.lax.with_sharding_constraint(x, by_batch))
+    constrain = lambda x: jax.lax.with_sharding_constraint(x, by_batch)  # noqa: E731
+    _, best8, dists8 = search(sharded, chunk=2, constrain=constrain)
     np.testing.assert_array_equal(np.asarray(best8), ref_best)
     np.testing.assert_allclose(np.asarray(dists8), ref_dists, rtol=1e-5)
+    # and the compiled kernel is partitioned: per device 2 of a chunk's 8 layouts x 2 codes, and 1 of the 8 real
+    # images (unsharded, the convolutions would see batches of 16 and 8)
+    hlo = jax.jit(lambda seg, real, w, keys: imle.nearest_codes(
+        s["generate"], s["distance"], s["features"], seg, real, w, keys, num_samples=5, chunk=2,
+        noise_shape=(H, W, 2), constrain=constrain)).lower(
+        sharded["seg"], sharded["real"], sharded["weights"], sharded["keys"]).compile().as_text()
+    conv_batches = {int(m) for m in re.findall(r"= f32\[(\d+),\d+,\d+,\d+\]\{[^}]*\} convolution\(", hlo)}
+    assert conv_batches == {1, 2}, conv_batches
 
 
 def test_distance_terms_follow_the_official_loss():
@@ -148,6 +158,38 @@ def test_samples_from_a_checkpoint_differ_and_hold_a_code_across_layouts(straigh
     np.testing.assert_array_equal(held[:1], again)
     with pytest.raises(ValueError, match="noise must be"):
         gen_lib.generate(model, layout, noise=np.zeros((3, 3, 2)))
+    # interpolation: the ends are the two codes' own images, the middle is neither
+    other = gen_lib.sample_noise(model, jax.random.key(2), 1)[0]
+    path = gen_lib.interpolate(model, layout, one, other, 3)
+    assert path.shape == (3, 32, 32, 3)
+    np.testing.assert_array_equal(path[0], gen_lib.generate(model, layout, noise=one)[0])
+    np.testing.assert_array_equal(path[2], gen_lib.generate(model, layout, noise=other)[0])
+    assert np.abs(path[1].astype(int) - path[0]).max() > 0 and np.abs(path[1].astype(int) - path[2]).max() > 0
+
+
+def test_reinitialisation_renews_the_noise_encoder_and_adams_moments_only():
+    from synth.training import imle_step
+
+    gen = CRNGenerator(height=H, width=W, widths=(4, 4, 4), num_noise=2, noise_width=4)
+    tx = imle_step.adam({})
+    state = imle_step.init_state(gen, tx, jax.random.key(0), height=H, width=W, semantic_nc=3, pool_size=4)
+    grads = jax.tree.map(lambda p: jnp.ones_like(p), state["g"]["params"])
+    _, state["opt_g"] = tx.update(grads, state["opt_g"], state["g"]["params"])  # moments no longer zero
+    state["codes"] = state["codes"] + 7
+    fresh = imle_step.reinit_noise_encoder(gen, tx, state, 6, 3)
+    old, new = state["g"]["params"], fresh["g"]["params"]
+    assert set(old) == set(new) and "noise_encoder" in old
+    for name in old:
+        same = all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(old[name]), jax.tree.leaves(new[name])))
+        assert same == (name != "noise_encoder"), name
+    for x, y in zip(jax.tree.leaves(fresh["opt_g"]), jax.tree.leaves(tx.init(new))):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))  # Adam restarts
+    np.testing.assert_array_equal(fresh["codes"], state["codes"])  # the pool's codes are kept
+    # deterministic per (run key, epoch), and another epoch draws other weights
+    again = imle_step.reinit_noise_encoder(gen, tx, state, 6, 3)["g"]["params"]["noise_encoder"]
+    later = imle_step.reinit_noise_encoder(gen, tx, state, 7, 3)["g"]["params"]["noise_encoder"]
+    assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(again), jax.tree.leaves(new["noise_encoder"])))
+    assert not all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(later), jax.tree.leaves(again)))
 
 
 def test_bad_imle_settings_are_named(tmp_path):
