@@ -18,7 +18,7 @@ from configs.common import spade_model
 from data_pipelines import labels
 from data_pipelines.sources import DatasetSpec
 from synth import losses, models
-from synth.models.fpse import feature_matching as fpse_feature_matching
+from synth.models.fpse import FPSEDiscriminator, feature_matching as fpse_feature_matching
 from synth.training import gan_step, optimizers
 from synth.training import state as state_lib
 
@@ -47,6 +47,20 @@ def config_for(model: mlc.ConfigDict) -> mlc.ConfigDict:
     c.loss = mlc.ConfigDict(dict(gan_mode="hinge", lambda_feat=20.0 if fpse else 10.0,
                                  feat_mode="fpse" if fpse else "spade", lambda_vgg=10.0, lambda_kld=0.05))
     return c
+
+
+def set_up(config, seed: int):
+    """-> spec, system, both optimisers, the initial state and a random batch."""
+    spec = DatasetSpec("test", labels.custom(CLASSES), use_instance=False)
+    system = models.build(config.model, SIZE, SIZE)
+    tx_g, tx_d = optimizers.adam(config.optim, config.train, "g"), optimizers.adam(config.optim, config.train, "d")
+    state = jax.jit(lambda key: state_lib.init_state(system, tx_g, tx_d, key, batch_size=1, height=SIZE, width=SIZE,
+                                                     semantic_nc=spec.semantic_nc, z_dim=256, ema=False))(
+        jax.random.key(0))
+    rng = np.random.default_rng(seed)
+    batch = {"label": jnp.asarray(rng.integers(0, CLASSES, (BATCH, SIZE, SIZE)), jnp.int32),
+             "image": jnp.asarray(rng.uniform(-1, 1, (BATCH, SIZE, SIZE, 3)), jnp.float32)}
+    return spec, system, tx_g, tx_d, state, batch
 
 
 def joint_pass_terms(system, config, spec, state, batch, vgg, vgg_params):
@@ -84,17 +98,9 @@ def joint_pass_terms(system, config, spec, state, batch, vgg, vgg_params):
                          ids=["spade", "ccfpse"])
 def test_generator_terms_and_gradient_equal_the_joint_pass(model):
     config = config_for(model)
-    spec = DatasetSpec("test", labels.custom(CLASSES), use_instance=False)
-    system = models.build(config.model, SIZE, SIZE)
-    tx_g, tx_d = optimizers.adam(config.optim, config.train, "g"), optimizers.adam(config.optim, config.train, "d")
-    state = jax.jit(lambda key: state_lib.init_state(system, tx_g, tx_d, key, batch_size=1, height=SIZE, width=SIZE,
-                                                     semantic_nc=spec.semantic_nc, z_dim=256, ema=False))(
-        jax.random.key(0))
+    spec, system, tx_g, tx_d, state, batch = set_up(config, seed=0)
     vgg = TinyFeatures()
     vgg_params = vgg.init(jax.random.key(1), jnp.zeros((1, SIZE, SIZE, 3)))
-    rng = np.random.default_rng(0)
-    batch = {"label": jnp.asarray(rng.integers(0, CLASSES, (BATCH, SIZE, SIZE)), jnp.int32),
-             "image": jnp.asarray(rng.uniform(-1, 1, (BATCH, SIZE, SIZE, 3)), jnp.float32)}
     expected, grad_norm = jax.jit(lambda s: joint_pass_terms(system, config, spec, s, batch, vgg, vgg_params))(state)
 
     schedules = (optimizers.schedule(1e-4, 10, 10),) * 2
@@ -110,7 +116,7 @@ def official_d_step_terms(system, spec, state, new_state, batch, reuse_fake):
     parameters (or, with `reuse_fake`, is the G step's own fake), detached; D sees cat(fake, real) once."""
     seg = gan_step.make_semantics(spec)(batch)
     real = batch["image"]
-    fpse = isinstance(system.discriminator, type(models.build(ccfpse_model(ngf=8, ndf=8), SIZE, SIZE).discriminator))
+    fpse = isinstance(system.discriminator, FPSEDiscriminator)
     g_vars = {"params": state["g"]["params"], "batch_stats": state["g"]["batch_stats"],
               "spectral": state["g"]["spectral"]}
     fake, g_state = system.generator.apply(g_vars, seg, None, train=True, mutable=["batch_stats", "spectral"])
@@ -149,15 +155,7 @@ def test_discriminator_step_equals_the_official_d_step(model, reuse_fake):
     config.train.reuse_fake_for_d = reuse_fake
     config.loss.lambda_vgg = 0.0
     config.optim.lr_g = 1e-2  # a G update large enough that the second forward's fake differs measurably
-    spec = DatasetSpec("test", labels.custom(CLASSES), use_instance=False)
-    system = models.build(config.model, SIZE, SIZE)
-    tx_g, tx_d = optimizers.adam(config.optim, config.train, "g"), optimizers.adam(config.optim, config.train, "d")
-    state = jax.jit(lambda key: state_lib.init_state(system, tx_g, tx_d, key, batch_size=1, height=SIZE, width=SIZE,
-                                                     semantic_nc=spec.semantic_nc, z_dim=256, ema=False))(
-        jax.random.key(0))
-    rng = np.random.default_rng(1)
-    batch = {"label": jnp.asarray(rng.integers(0, CLASSES, (BATCH, SIZE, SIZE)), jnp.int32),
-             "image": jnp.asarray(rng.uniform(-1, 1, (BATCH, SIZE, SIZE, 3)), jnp.float32)}
+    spec, system, tx_g, tx_d, state, batch = set_up(config, seed=1)
     schedules = (optimizers.schedule(1e-4, 10, 10),) * 2
     step = jax.jit(gan_step.make_gan_step(system, config, spec, tx_g, tx_d, schedules))
     new_state, metrics = step(state, batch)
