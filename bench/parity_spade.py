@@ -4,9 +4,12 @@ The torch side runs in a subprocess with a Python that has torch (our venv has n
 to a temporary folder, imports the official code from --spade-root, builds its networks with the official
 option parser (TrainOptions, --gpu_ids -1) and init (xavier, --init-variance), perturbs every bias so that
 biases are tested too, runs a few train-mode forwards (so BatchNorm running statistics and spectral-norm u, v
-are not their initial values), switches to eval mode and saves the state dicts, a fixed random input
-(one-hot labels + instance edge channel, image, z) and every output as .npz. Our side converts the state
-dicts, runs the same inputs with `train=False` and prints JSON with the max abs differences:
+are not their initial values), then one recorded train-mode forward (its input, output and the state dicts
+before and after it), switches to eval mode and saves the state dicts, a fixed random input (one-hot labels +
+instance edge channel, image, z) and every output as .npz. Our side converts the state dicts, runs the same
+inputs with `train=False`, and the recorded train-mode forward from the state before it (batch statistics;
+the running statistics and spectral-norm u, v it leaves against torch's), and prints JSON with the max abs
+differences:
 
 * generator (non-VAE), generator with a VAE (the same z), the multiscale discriminator (fixed version, every
   intermediate output of every scale) and the encoder (mu, logvar; built with crop_size 256 so that the
@@ -174,6 +177,11 @@ for tag, o in (("G", opt), ("G_vae", opt_vae)):
         for _ in range(a.train_steps):
             z = torch.randn(a.batch, o.z_dim)
             net(semantics(a.batch), z=z)
+        # one checked train-mode forward: its input, output and the states before (S0) and after (saved below)
+        save_sd(tag + "_S0", net)
+        seg, z = semantics(a.batch), torch.randn(a.batch, o.z_dim)
+        results[tag + "_train_seg"], results[tag + "_train_z"] = nhwc(seg), z.numpy()
+        results[tag + "_train_out"] = nhwc(net(seg, z=z))
     net.eval()
     seg = semantics(a.batch)
     z = torch.randn(a.batch, o.z_dim)
@@ -190,6 +198,12 @@ net.train()
 with torch.no_grad():
     for _ in range(a.train_steps):
         net(torch.cat([semantics(a.batch), torch.rand(a.batch, 3, a.height, a.width) * 2 - 1], 1))
+    save_sd("D_S0", net)
+    x = torch.cat([semantics(a.batch), torch.rand(a.batch, 3, a.height, a.width) * 2 - 1], 1)
+    results["D_train_in"] = nhwc(x)
+    for i, scale in enumerate(net(x)):
+        for n, y in enumerate(scale):
+            results[f"D_train_out_{i}_{n}"] = nhwc(y)
 net.eval()
 x = torch.cat([semantics(a.batch), torch.rand(a.batch, 3, a.height, a.width) * 2 - 1], 1)
 with torch.no_grad():
@@ -244,6 +258,14 @@ def max_abs(a, b) -> float:
     return float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64))))
 
 
+def tree_max_abs(a: dict, b: dict) -> float:
+    import jax
+
+    if jax.tree.structure(a) != jax.tree.structure(b):
+        raise ValueError("variable trees differ")
+    return max((max_abs(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))), default=0.0)
+
+
 def compare(out: str, setting: dict) -> dict:
     import jax
     import jax.numpy as jnp
@@ -254,7 +276,8 @@ def compare(out: str, setting: dict) -> dict:
 
     h, w = setting["height"], setting["width"]
     io = np.load(os.path.join(out, "io.npz"))
-    sd = {k: dict(np.load(os.path.join(out, f"{k}_sd.npz"))) for k in ("G", "G_vae", "D", "E")}
+    sd = {k: dict(np.load(os.path.join(out, f"{k}_sd.npz")))
+          for k in ("G", "G_S0", "G_vae", "G_vae_S0", "D", "D_S0", "E")}
     report = {}
 
     for tag, vae in (("G", False), ("G_vae", True)):
@@ -266,8 +289,17 @@ def compare(out: str, setting: dict) -> dict:
         run = jax.jit(lambda v, s, zz: gen.apply(v, s, zz, train=False))
         y = run(variables, jnp.asarray(io[tag + "_seg"]), z)
         ref = io[tag + "_out"]
+        # train mode from the state before torch's checked forward: output (batch statistics), and the running
+        # statistics and spectral vectors it leaves against torch's state after it
+        before = spade_torch.generator_variables(sd[tag + "_S0"], cfg, h, w)
+        train = jax.jit(lambda v, s, zz: gen.apply(v, s, zz, train=True, mutable=["batch_stats", "spectral"]))
+        y_train, new = train(before, jnp.asarray(io[tag + "_train_seg"]),
+                             jnp.asarray(io[tag + "_train_z"]) if vae else None)
         report["generator_vae" if vae else "generator"] = dict(
-            max_abs_diff=max_abs(y, ref), ref_std=float(ref.std()), ref_max_abs=float(np.abs(ref).max()))
+            max_abs_diff=max_abs(y, ref), ref_std=float(ref.std()), ref_max_abs=float(np.abs(ref).max()),
+            train_out_max_abs_diff=max_abs(y_train, io[tag + "_train_out"]),
+            train_running_stats_max_abs_diff=tree_max_abs(new["batch_stats"], variables["batch_stats"]),
+            train_spectral_uv_max_abs_diff=tree_max_abs(new["spectral"], variables["spectral"]))
 
     cfg = spade_model(ngf=setting["ngf"], ndf=setting["ndf"], num_upsampling_layers=setting["up"],
                       use_vae=True, num_D=2, n_layers_D=4)
@@ -282,7 +314,15 @@ def compare(out: str, setting: dict) -> dict:
             layers[f"D{i}.model{n}"] = d
             worst = max(worst, d)
     last = io[f"D_out_0_{len(outs[0]) - 1}"]
-    report["discriminator"] = dict(max_abs_diff=worst, per_output=layers, ref_std_final=float(last.std()))
+    before = spade_torch.discriminator_variables(sd["D_S0"], cfg, h, w)
+    train = jax.jit(lambda v, x: system.discriminator.apply(v, x, train=True, mutable=["spectral"]))
+    outs_train, new = train(before, jnp.asarray(io["D_train_in"]))
+    train_worst = max(max_abs(y, io[f"D_train_out_{i}_{n}"]) for i, scale in enumerate(outs_train)
+                      for n, y in enumerate(scale))
+    report["discriminator"] = dict(max_abs_diff=worst, per_output=layers, ref_std_final=float(last.std()),
+                                   train_max_abs_diff=train_worst,
+                                   train_spectral_uv_max_abs_diff=tree_max_abs(new["spectral"],
+                                                                               variables["spectral"]))
 
     variables = spade_torch.encoder_variables(sd["E"], cfg, h, w)
     run = jax.jit(lambda v, x: system.encoder.apply(v, x, train=False))
@@ -316,9 +356,12 @@ def main():
             t1 = time.time()
             report = compare(out, setting)
             t2 = time.time()
-        diffs = [report["generator"]["max_abs_diff"], report["generator_vae"]["max_abs_diff"],
-                 report["discriminator"]["max_abs_diff"], report["encoder"]["mu_max_abs_diff"],
-                 report["encoder"]["logvar_max_abs_diff"]]
+        diffs = [report[g][k] for g in ("generator", "generator_vae")
+                 for k in ("max_abs_diff", "train_out_max_abs_diff", "train_running_stats_max_abs_diff",
+                           "train_spectral_uv_max_abs_diff")]
+        diffs += [report["discriminator"][k] for k in ("max_abs_diff", "train_max_abs_diff",
+                                                       "train_spectral_uv_max_abs_diff")]
+        diffs += [report["encoder"]["mu_max_abs_diff"], report["encoder"]["logvar_max_abs_diff"]]
         report["pass"] = max(diffs) < args.tolerance
         ok &= report["pass"]
         report.update(setting=setting, torch=info, torch_s=round(t1 - t0, 1), jax_s=round(t2 - t1, 1))

@@ -1,6 +1,10 @@
 """synth.convert.spade_torch without torch: official-layout state dicts written by hand from our own random
-variables (the inverse mapping, key by key), converted back exactly, and the converter's errors."""
+variables (the inverse mapping, key by key), converted back exactly, and the converter's errors; and, with
+torch and a checkout of the official code, parity with the official networks (`parity` marker)."""
 
+import importlib.util
+import os
+import sys
 from pathlib import Path
 
 import flax.linen as nn
@@ -231,3 +235,32 @@ def test_from_official_builds_a_model_that_generates_what_the_variables_do(monke
     images = generate.generate(model, np.asarray(jnp.argmax(seg, -1)))
     expected = gen.apply(variables, seg, None, train=False)
     np.testing.assert_array_equal(images, np.asarray(jnp.round((jnp.clip(expected, -1, 1) + 1) * 127.5), np.uint8))
+
+
+def _spade_root():
+    return os.environ.get("SPADE_ROOT", "/tmp/spade_ref")
+
+
+@pytest.mark.parity
+@pytest.mark.skipif(not os.path.isdir(os.path.join(_spade_root(), "models", "networks", "sync_batchnorm")),
+                    reason="needs the official SPADE code with sync_batchnorm in $SPADE_ROOT or /tmp/spade_ref")
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs torch")
+def test_parity_with_the_official_networks(tmp_path):
+    """Converted random weights in the official networks and ours: eval outputs, and one train-mode forward
+    (batch statistics) with the running statistics and spectral vectors it leaves."""
+    bench = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
+    sys.path.insert(0, bench)
+    try:
+        import parity_spade
+    finally:
+        sys.path.remove(bench)
+    setting = parity_spade.SETTINGS["small"]
+    parity_spade.run_torch(sys.executable, _spade_root(), str(tmp_path), setting, init_variance=0.02, threads=1)
+    report = parity_spade.compare(str(tmp_path), setting)
+    for g in ("generator", "generator_vae"):
+        r = report[g]
+        assert r["max_abs_diff"] < 1e-5 * max(1.0, r["ref_max_abs"]) and r["train_out_max_abs_diff"] < 1e-4, r
+        assert r["train_running_stats_max_abs_diff"] < 1e-5 and r["train_spectral_uv_max_abs_diff"] < 1e-5, r
+    d = report["discriminator"]
+    assert d["max_abs_diff"] < 1e-4 and d["train_max_abs_diff"] < 1e-4 and d["train_spectral_uv_max_abs_diff"] < 1e-5
+    assert max(report["encoder"]["mu_max_abs_diff"], report["encoder"]["logvar_max_abs_diff"]) < 1e-5
