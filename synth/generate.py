@@ -21,7 +21,7 @@ import numpy as np
 from data_pipelines import labels as labels_lib
 from data_pipelines import sources
 from data_pipelines.sources import DatasetSpec
-from synth import models
+from synth import imle, models
 from synth.layers import bilinear_resize, nearest_resize
 from synth.training import checkpoint, gan_step, imle_step, optimizers
 from synth.training import state as state_lib
@@ -130,8 +130,6 @@ def samples(model: Model | str, label_map, n: int, rng) -> np.ndarray:
 def interpolate(model: Model | str, label_map, a, b, steps: int) -> np.ndarray:
     """[steps, H, W, 3] uint8 images of one layout along the segment between noise maps `a` and `b` (each
     [H, W, c], e.g. from `sample_noise`): the paper's interpolation figures."""
-    from synth import imle
-
     model = load(model) if isinstance(model, str) else model
     ids = _as_ids(label_map, model.spec)
     if ids.shape[0] != 1:

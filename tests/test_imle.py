@@ -165,6 +165,8 @@ def test_samples_from_a_checkpoint_differ_and_hold_a_code_across_layouts(straigh
     np.testing.assert_array_equal(path[0], gen_lib.generate(model, layout, noise=one)[0])
     np.testing.assert_array_equal(path[2], gen_lib.generate(model, layout, noise=other)[0])
     assert np.abs(path[1].astype(int) - path[0]).max() > 0 and np.abs(path[1].astype(int) - path[2]).max() > 0
+    with pytest.raises(ValueError, match="takes one layout, got 2"):
+        gen_lib.interpolate(model, two_layouts, one, other, 3)
 
 
 def test_reinitialisation_renews_the_noise_encoder_and_adams_moments_only():
