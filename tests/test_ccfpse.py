@@ -185,8 +185,9 @@ def test_tap_major_depthwise_conv_equals_channel_major_in_values_and_gradients()
     np.testing.assert_allclose(np.asarray(dw_t), np.asarray(condconv.to_tap_major(dw_c)), atol=1e-5)
 
 
-def test_weight_predictor_emits_tap_major_kernels_from_official_parameters():
-    cond = jax.random.normal(jax.random.key(6), (1, 6, 6, 5))
+@pytest.mark.parametrize("side", [6, 16], ids=["output-permuted", "kernel-permuted"])
+def test_weight_predictor_emits_tap_major_kernels_from_official_parameters(side):
+    cond = jax.random.normal(jax.random.key(6), (1, side, side, 5))  # 36 x 36 outputs < 72 x 36 kernel < 256 x 36
     plain = ccfpse.WeightPredictor(9 * 4, hidden=8)
     params = plain.init(KEY, cond)
     tap_major = ccfpse.WeightPredictor(9 * 4, hidden=8, tap_major=True)

@@ -120,9 +120,13 @@ class WeightPredictor(nn.Module):
         hidden = nn.relu(Conv(self.hidden, 3, name="hidden")(cond))
         if not self.tap_major:
             return Conv(self.features, 3, name="out")(hidden)
-        # Permute the kernel's and bias's channels (KBs), not the far larger output.
         kernel, bias = ConvParams(self.features, 3, name="out")(hidden.shape[-1])
-        return conv_stride1(hidden, to_tap_major(kernel).astype(cond.dtype), 1) + to_tap_major(bias).astype(cond.dtype)
+        kernel, bias = kernel.astype(cond.dtype), bias.astype(cond.dtype)
+        # Permute whichever is smaller: the kernel (most blocks) or, on the small maps of the wide head blocks,
+        # the output (head_0 at 4x4 emits 9x fewer values than its 1152x4608 kernel holds).
+        if hidden.size // hidden.shape[-1] * self.features < kernel.size:
+            return to_tap_major(conv_stride1(hidden, kernel, 1) + bias)
+        return conv_stride1(hidden, to_tap_major(kernel), 1) + to_tap_major(bias)
 
 
 class DepthsepCCBlock(nn.Module):
