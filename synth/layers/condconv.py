@@ -88,13 +88,13 @@ def _tap_major_bwd(residuals, dy):
     h, w = x.shape[1:3]
     xp = _pad1(x)
     d_weights = jnp.concatenate([xp[:, i:i + h, j:j + w, :] * dy for i in range(3) for j in range(3)], axis=-1)
-    # dx[p] = sum over taps t of dy[p - t] * k[p - t, t]: the same slices of the padded dy and weights.
-    dyp, wp = _pad1(dy), _pad1(weights)
+    # dx[q] = sum over taps (i, j) of (dy * k_ij)[q - (i - 1, j - 1)]: each product is of aligned arrays and
+    # then shifted with zero fill (a pad by +-1 that crops as much), so the 9C-wide weights are never padded.
     dx = None
     for i in range(3):
         for j in range(3):
-            window = (slice(None), slice(2 - i, 2 - i + h), slice(2 - j, 2 - j + w))
-            term = dyp[window] * _tap(wp[window], 3 * i + j, "tap_major")
+            term = jax.lax.pad(dy * _tap(weights, 3 * i + j, "tap_major"), jnp.zeros((), dy.dtype),
+                               ((0, 0, 0), (i - 1, 1 - i, 0), (j - 1, 1 - j, 0), (0, 0, 0)))
             dx = term if dx is None else dx + term
     return dx, d_weights
 
