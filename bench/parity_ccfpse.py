@@ -50,6 +50,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from parity_spade import max_abs, tree_max_abs  # noqa: E402
+
 DEFAULT_ROOT = os.environ.get("CCFPSE_ROOT", "/tmp/ccfpse_ref")
 
 SETTINGS = {
@@ -254,21 +257,6 @@ def run_torch(torch_python: str, root: str, out: str, setting: dict, init_varian
     if proc.returncode:
         raise RuntimeError(f"torch driver failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc.stdout.strip().splitlines()[-1]
-
-
-def max_abs(a, b) -> float:
-    a, b = np.asarray(a), np.asarray(b)
-    if a.shape != b.shape:
-        raise ValueError(f"shape mismatch {a.shape} vs {b.shape}")
-    return float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) if a.size else 0.0
-
-
-def tree_max_abs(a: dict, b: dict) -> float:
-    import jax
-    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
-    if jax.tree.structure(a) != jax.tree.structure(b):
-        raise ValueError("variable trees differ")
-    return max((max_abs(x, y) for x, y in zip(la, lb)), default=0.0)
 
 
 def transpose_taps(variables: dict) -> dict:

@@ -255,7 +255,7 @@ def max_abs(a, b) -> float:
     a, b = np.asarray(a), np.asarray(b)
     if a.shape != b.shape:
         raise ValueError(f"shape mismatch {a.shape} vs {b.shape}")
-    return float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64))))
+    return float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) if a.size else 0.0
 
 
 def tree_max_abs(a: dict, b: dict) -> float:

@@ -1,6 +1,14 @@
 """Small helpers shared by several test modules (tests/ is on sys.path under pytest)."""
 
+import importlib
+import importlib.util
+import os
 import socket
+import sys
+
+import pytest
+
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
 
 
 def truncate(path: str) -> str:
@@ -17,3 +25,27 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def import_bench(name: str):
+    """A script of bench/ as a module (the parity tests reuse the benchmarks' torch drivers and comparisons)."""
+    sys.path.insert(0, BENCH)
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(BENCH)
+
+
+def official_checkout(env_var: str, default: str):
+    """The `parity` marker plus skips, for a test that needs torch and an official checkout (with
+    `models/networks/sync_batchnorm` copied in, as the official READMEs say) at $env_var or `default`."""
+    root = os.environ.get(env_var, default)
+
+    def mark(test):
+        test = pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs torch")(test)
+        test = pytest.mark.skipif(
+            not os.path.isdir(os.path.join(root, "models", "networks", "sync_batchnorm")),
+            reason=f"needs the official code with sync_batchnorm in ${env_var} or {default}")(test)
+        return pytest.mark.parity(test)
+
+    return root, mark

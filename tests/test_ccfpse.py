@@ -2,8 +2,6 @@
 unfold reference, the converter (round trip written by hand, skipped and erroneous keys), the FPSE
 discriminator's interface and loss helper, the configs, and (marked `parity`) the official code itself."""
 
-import importlib.util
-import os
 import sys
 
 import jax
@@ -18,7 +16,8 @@ from synth.convert import ccfpse_torch
 from synth.layers import condconv
 from synth.models import ccfpse, fpse
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import import_bench, official_checkout
+
 KEY = {"params": jax.random.key(0)}
 
 
@@ -411,22 +410,14 @@ def test_converter_errors_list_missing_unused_and_misshapen_keys():
 
 # --------------------------------------------------------------------------------------------------- parity
 
-def _parity_root():
-    return os.environ.get("CCFPSE_ROOT", "/tmp/ccfpse_ref")
+CCFPSE_ROOT, needs_official_ccfpse = official_checkout("CCFPSE_ROOT", "/tmp/ccfpse_ref")
 
 
-@pytest.mark.parity
-@pytest.mark.skipif(not os.path.isdir(os.path.join(_parity_root(), "models", "networks", "sync_batchnorm")),
-                    reason="needs the official CC-FPSE code with sync_batchnorm in $CCFPSE_ROOT or /tmp/ccfpse_ref")
-@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs torch")
+@needs_official_ccfpse
 def test_parity_with_the_official_networks(tmp_path):
-    sys.path.insert(0, os.path.join(ROOT, "bench"))
-    try:
-        import parity_ccfpse
-    finally:
-        sys.path.remove(os.path.join(ROOT, "bench"))
+    parity_ccfpse = import_bench("parity_ccfpse")
     setting = parity_ccfpse.SETTINGS["tiny"]
-    parity_ccfpse.run_torch(sys.executable, _parity_root(), str(tmp_path), setting, init_variance=1.0, threads=1)
+    parity_ccfpse.run_torch(sys.executable, CCFPSE_ROOT, str(tmp_path), setting, init_variance=1.0, threads=1)
     report = parity_ccfpse.compare(str(tmp_path), setting)
     for g in ("generator", "generator_vae"):
         r = report[g]

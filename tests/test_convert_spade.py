@@ -2,8 +2,6 @@
 variables (the inverse mapping, key by key), converted back exactly, and the converter's errors; and, with
 torch and a checkout of the official code, parity with the official networks (`parity` marker)."""
 
-import importlib.util
-import os
 import sys
 from pathlib import Path
 
@@ -16,6 +14,8 @@ import pytest
 from configs.common import spade_model
 from synth import models
 from synth.convert import spade_torch
+
+from helpers import import_bench, official_checkout
 
 H = W = 32
 SEMANTIC_NC = 5
@@ -237,25 +237,16 @@ def test_from_official_builds_a_model_that_generates_what_the_variables_do(monke
     np.testing.assert_array_equal(images, np.asarray(jnp.round((jnp.clip(expected, -1, 1) + 1) * 127.5), np.uint8))
 
 
-def _spade_root():
-    return os.environ.get("SPADE_ROOT", "/tmp/spade_ref")
+SPADE_ROOT, needs_official_spade = official_checkout("SPADE_ROOT", "/tmp/spade_ref")
 
 
-@pytest.mark.parity
-@pytest.mark.skipif(not os.path.isdir(os.path.join(_spade_root(), "models", "networks", "sync_batchnorm")),
-                    reason="needs the official SPADE code with sync_batchnorm in $SPADE_ROOT or /tmp/spade_ref")
-@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs torch")
+@needs_official_spade
 def test_parity_with_the_official_networks(tmp_path):
     """Converted random weights in the official networks and ours: eval outputs, and one train-mode forward
     (batch statistics) with the running statistics and spectral vectors it leaves."""
-    bench = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
-    sys.path.insert(0, bench)
-    try:
-        import parity_spade
-    finally:
-        sys.path.remove(bench)
+    parity_spade = import_bench("parity_spade")
     setting = parity_spade.SETTINGS["small"]
-    parity_spade.run_torch(sys.executable, _spade_root(), str(tmp_path), setting, init_variance=0.02, threads=1)
+    parity_spade.run_torch(sys.executable, SPADE_ROOT, str(tmp_path), setting, init_variance=0.02, threads=1)
     report = parity_spade.compare(str(tmp_path), setting)
     for g in ("generator", "generator_vae"):
         r = report[g]
