@@ -64,8 +64,7 @@ def conv_matmul_flops(closed_jaxpr) -> float:
         for eqn in jaxpr.eqns:
             name = eqn.primitive.name
             if name == "conv_general_dilated":
-                lhs, rhs = (v.aval for v in eqn.invars)
-                out = eqn.outvars[0].aval
+                rhs, out = eqn.invars[1].aval, eqn.outvars[0].aval
                 spec = eqn.params["dimension_numbers"].rhs_spec  # (out, in, spatial...)
                 taps = np.prod([rhs.shape[d] for d in spec[2:]])
                 total += 2.0 * np.prod(out.shape) * taps * rhs.shape[spec[1]]
