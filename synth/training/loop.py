@@ -236,8 +236,9 @@ class BaseTrainer(abc.ABC):
                 self.checkpointer.save(step, state, config=config, dataset=self.spec)
                 out_of_time = train.get("max_seconds", 0) and time.time() - began > train.max_seconds
                 if guard.requested() or out_of_time or step == stop_at:
-                    log.warning("Stopping at step %d (%s).", step, "preemption" if not out_of_time else
-                                "train.max_seconds reached")
+                    reason = ("train.max_seconds reached" if out_of_time else
+                              "preemption" if guard.requested() else f"stop_at={stop_at}")
+                    log.warning("Stopping at step %d (%s).", step, reason)
                     break
             self.checkpointer.save(step, state, config=config, dataset=self.spec, force=True)
             self.checkpointer.wait()
