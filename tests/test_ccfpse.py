@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import ccfpse_ade20k, ccfpse_cityscapes, ccfpse_coco, scenes_ccfpse
+from configs import ccfpse_ade20k, ccfpse_cityscapes, ccfpse_coco, scenes_ccfpse, scenes_spade
 from configs.ccfpse_common import ccfpse_model
 from synth import losses, models
 from synth.convert import ccfpse_torch
@@ -87,6 +87,19 @@ def test_preset_configs_carry_the_official_settings():
     assert coco.train.num_steps == 200 * (118287 // 16)
     with pytest.raises(ValueError, match="Unknown config argument"):
         ccfpse_ade20k.get_config("vea")
+
+
+def test_scenes_configs_train_with_the_perceptual_loss_where_the_official_ccfpse_does():
+    # scenes_ccfpse keeps CC-FPSE's lambda_vgg 10 (its discriminator cannot see mean colours); scenes_spade
+    # leaves it off unless asked (`vgg`), and the test-sized configs never load a VGG.
+    assert scenes_ccfpse.get_config().loss.lambda_vgg == 10.0
+    assert scenes_ccfpse.get_config("tiny").loss.lambda_vgg == 0.0
+    assert scenes_spade.get_config().loss.lambda_vgg == 0.0
+    assert scenes_spade.get_config("vgg").loss.lambda_vgg == 10.0
+    tiny_vgg = scenes_spade.get_config("tiny,vgg")
+    assert tiny_vgg.loss.lambda_vgg == 10.0 and tiny_vgg.model.ngf == 4
+    with pytest.raises(ValueError, match="Unknown config argument.*'vgg16'"):
+        scenes_spade.get_config("vgg16")
 
 
 # ------------------------------------------------------------------------------------------------ shapes
