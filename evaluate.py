@@ -36,9 +36,9 @@ def main(argv):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from synth import evaluation, generate
     from synth.metrics import scene_segmenter
-    from synth.training.loop import configure_logging
+    from synth import logs
 
-    configure_logging()
+    logs.configure()
     f = flags.FLAGS
     if f.train_segmenter:
         seg = scene_segmenter.get(f.size, f.size)

@@ -29,9 +29,10 @@ def main(argv):
     jax.config.update("jax_compilation_cache_dir",
                       os.environ.get("SYNTH_JAX_CACHE", os.path.expanduser("~/.cache/synth-jax")))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-    from synth.training.loop import configure_logging, train_and_evaluate
+    from synth import logs
+    from synth.training.loop import train_and_evaluate
 
-    configure_logging()
+    logs.configure()
     summary = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
     summary.pop("state")
     logging.info("done: %s", summary)

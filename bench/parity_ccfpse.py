@@ -296,7 +296,7 @@ def compare(out: str, setting: dict) -> dict:
 
     for tag, vae in (("G", False), ("G_vae", True)):
         cfg = ccfpse_model(ngf=setting["ngf"], ndf=setting["ndf"], num_upsampling_layers=up, use_vae=vae)
-        gen = models.build(cfg, h, w).generator
+        gen = models.networks(cfg, h, w)["g"]
         s0 = ccfpse_torch.generator_variables(sd(f"{tag}_S0_sd"), cfg, h, w)
         s1 = ccfpse_torch.generator_variables(sd(f"{tag}_S1_sd"), cfg, h, w)
         z = (lambda m: jnp.asarray(io[f"{tag}_{m}_z"]) if vae else None)  # noqa: E731
@@ -323,11 +323,11 @@ def compare(out: str, setting: dict) -> dict:
             official_params=int(io[f"{tag}_params"]))
 
     cfg = ccfpse_model(ngf=setting["ngf"], ndf=setting["ndf"], num_upsampling_layers=up, use_vae=True)
-    system = models.build(cfg, h, w)
+    system = models.networks(cfg, h, w)
     d0 = ccfpse_torch.discriminator_variables(sd("D_S0_sd"), cfg, h, w)
     d1 = ccfpse_torch.discriminator_variables(sd("D_S1_sd"), cfg, h, w)
-    d_train = jax.jit(lambda v, x, s: system.discriminator.apply(v, x, s, train=True, mutable=["spectral"]))
-    d_eval = jax.jit(lambda v, x, s: system.discriminator.apply(v, x, s, train=False))
+    d_train = jax.jit(lambda v, x, s: system["d"].apply(v, x, s, train=True, mutable=["spectral"]))
+    d_eval = jax.jit(lambda v, x, s: system["d"].apply(v, x, s, train=False))
     d_report = {}
     for mode in ("train", "eval"):
         x, s = jnp.asarray(io[f"D_{mode}_img"]), jnp.asarray(io[f"D_{mode}_seg"])
@@ -346,8 +346,8 @@ def compare(out: str, setting: dict) -> dict:
 
     e0 = ccfpse_torch.encoder_variables(sd("E_S0_sd"), cfg, h, w)
     e1 = ccfpse_torch.encoder_variables(sd("E_S1_sd"), cfg, h, w)
-    e_run = jax.jit(lambda v, x: system.encoder.apply(v, x, train=False))
-    (mu_t, lv_t), _ = jax.jit(lambda v, x: system.encoder.apply(v, x, train=True, mutable=["spectral"]))(
+    e_run = jax.jit(lambda v, x: system.get("e").apply(v, x, train=False))
+    (mu_t, lv_t), _ = jax.jit(lambda v, x: system.get("e").apply(v, x, train=True, mutable=["spectral"]))(
         e0, jnp.asarray(io["E_train_in"]))
     mu_e, lv_e = e_run(e1, jnp.asarray(io["E_eval_in"]))
     report["encoder"] = dict(train_max_abs_diff=max(max_abs(mu_t, io["E_train_mu"]),

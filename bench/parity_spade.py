@@ -283,7 +283,7 @@ def compare(out: str, setting: dict) -> dict:
     for tag, vae in (("G", False), ("G_vae", True)):
         cfg = spade_model(ngf=setting["ngf"], ndf=setting["ndf"], num_upsampling_layers=setting["up"],
                           use_vae=vae)
-        gen = models.build(cfg, h, w).generator
+        gen = models.networks(cfg, h, w)["g"]
         variables = spade_torch.generator_variables(sd[tag], cfg, h, w)
         z = jnp.asarray(io[tag + "_z"]) if vae else None
         run = jax.jit(lambda v, s, zz: gen.apply(v, s, zz, train=False))
@@ -303,9 +303,9 @@ def compare(out: str, setting: dict) -> dict:
 
     cfg = spade_model(ngf=setting["ngf"], ndf=setting["ndf"], num_upsampling_layers=setting["up"],
                       use_vae=True, num_D=2, n_layers_D=4)
-    system = models.build(cfg, h, w)
+    system = models.networks(cfg, h, w)
     variables = spade_torch.discriminator_variables(sd["D"], cfg, h, w)
-    run = jax.jit(lambda v, x: system.discriminator.apply(v, x, train=False))
+    run = jax.jit(lambda v, x: system["d"].apply(v, x, train=False))
     outs = run(variables, jnp.asarray(io["D_in"]))
     layers, worst = {}, 0.0
     for i, scale in enumerate(outs):
@@ -315,7 +315,7 @@ def compare(out: str, setting: dict) -> dict:
             worst = max(worst, d)
     last = io[f"D_out_0_{len(outs[0]) - 1}"]
     before = spade_torch.discriminator_variables(sd["D_S0"], cfg, h, w)
-    train = jax.jit(lambda v, x: system.discriminator.apply(v, x, train=True, mutable=["spectral"]))
+    train = jax.jit(lambda v, x: system["d"].apply(v, x, train=True, mutable=["spectral"]))
     outs_train, new = train(before, jnp.asarray(io["D_train_in"]))
     train_worst = max(max_abs(y, io[f"D_train_out_{i}_{n}"]) for i, scale in enumerate(outs_train)
                       for n, y in enumerate(scale))
@@ -325,7 +325,7 @@ def compare(out: str, setting: dict) -> dict:
                                                                                variables["spectral"]))
 
     variables = spade_torch.encoder_variables(sd["E"], cfg, h, w)
-    run = jax.jit(lambda v, x: system.encoder.apply(v, x, train=False))
+    run = jax.jit(lambda v, x: system.get("e").apply(v, x, train=False))
     mu, logvar = run(variables, jnp.asarray(io["E_in"]))
     report["encoder"] = dict(mu_max_abs_diff=max_abs(mu, io["E_mu"]),
                              logvar_max_abs_diff=max_abs(logvar, io["E_logvar"]),

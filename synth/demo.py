@@ -113,9 +113,10 @@ def train_demo(workdir: str, seconds: float, out_dir: str) -> dict:
     import jax
 
     from configs import scenes_spade
-    from synth.training.loop import configure_logging, train_and_evaluate
+    from synth import logs
+    from synth.training.loop import train_and_evaluate
 
-    configure_logging()
+    logs.configure()
     jax.config.update("jax_compilation_cache_dir",
                       os.environ.get("SYNTH_JAX_CACHE", os.path.expanduser("~/.cache/synth-jax")))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)

@@ -1,8 +1,10 @@
 """GAN, feature-matching, perceptual (VGG) and KL losses of the SPADE family, as pure jax.numpy functions.
 
-Discriminator outputs follow SPADE's multiscale convention: a list over scales, each a list of intermediate
-feature maps whose LAST element is the prediction map. Every loss is computed in float32 and returns a scalar;
-the lambda factors (lambda_feat, lambda_vgg, lambda_kld) are left to the caller.
+A discriminator's verdict is a `synth.models.discriminators.Judgement`: the prediction map of each scale (the
+GAN loss takes them) and groups of intermediate features (feature matching compares them). `gan_loss` also
+accepts SPADE's raw multiscale list (per scale, the layer outputs ending in the prediction). Every loss is
+computed in float32 and returns a scalar; the lambda factors (lambda_feat, lambda_vgg, lambda_kld) are left to
+the caller.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import jax
 import jax.numpy as jnp
 
 GAN_MODES = ("hinge", "ls", "original", "w")
-FEATURE_MATCHING_MODES = ("spade", "pix2pixhd")
+FEATURE_MATCHING_MODES = ("spade", "pix2pixhd", "fpse")
+SCALE_REDUCTIONS = ("mean", "sum")
 
 
 def _f32(x) -> jnp.ndarray:
@@ -51,41 +54,46 @@ def _single_gan_loss(x: jnp.ndarray, target_is_real: bool, for_discriminator: bo
     raise ValueError(f"unknown gan mode {mode!r}; expected one of {GAN_MODES}")
 
 
-def gan_loss(outputs, *, target_is_real: bool, for_discriminator: bool, mode: str = "hinge") -> jnp.ndarray:
-    """SPADE's GANLoss: the loss of each scale's prediction (last output), averaged over scales.
+def gan_loss(outputs, *, target_is_real: bool, for_discriminator: bool, mode: str = "hinge",
+             reduction: str = "mean") -> jnp.ndarray:
+    """The loss of each scale's prediction, averaged over scales (SPADE's GANLoss) or summed (`reduction='sum'`,
+    pix2pixHD's).
 
     Modes: `hinge` (D real -mean(min(x-1,0)), D fake -mean(min(-x-1,0)), G -mean(x) with target_is_real=True),
     `ls` (MSE to 1 or 0), `original` (BCE with logits against 1 or 0), `w` (real -mean(x), fake mean(x)).
     """
     if mode not in GAN_MODES:
         raise ValueError(f"unknown gan mode {mode!r}; expected one of {GAN_MODES}")
+    if reduction not in SCALE_REDUCTIONS:
+        raise ValueError(f"unknown scale reduction {reduction!r}; expected one of {SCALE_REDUCTIONS}")
     preds = _predictions(outputs)
     total = sum(_single_gan_loss(p, target_is_real, for_discriminator, mode) for p in preds)
-    return total / len(preds)
+    return total / len(preds) if reduction == "mean" else total
 
 
-def feature_matching(fake_outputs, real_outputs, *, mode: str = "spade",
+def feature_matching(fake_groups, real_groups, *, mode: str = "spade",
                      n_layers_D: int | None = None) -> jnp.ndarray:
-    """L1 between D's intermediate outputs for fake and real (real detached); the prediction is skipped.
+    """L1 between D's intermediate features for fake and real (real detached), averaged over the feature groups
+    of a `Judgement` (SPADE and pix2pixHD: one group per scale, so each term is weighted 1/num_D; CC-FPSE: one
+    group per encoder feature, so its mean over the four), summed within a group.
 
-    `spade`: each term is weighted 1/num_D. `pix2pixhd`: additionally 4/(n_layers_D+1). Returns the sum;
-    the caller multiplies by lambda_feat.
+    `pix2pixhd` mode weights every term by 4/(n_layers_D+1) as well; `fpse` is `spade` (the FPSE
+    discriminator's groups already give CC-FPSE's mean). Returns the sum; the caller multiplies by lambda_feat.
     """
     if mode not in FEATURE_MATCHING_MODES:
         raise ValueError(f"unknown feature matching mode {mode!r}; expected one of {FEATURE_MATCHING_MODES}")
     if mode == "pix2pixhd" and n_layers_D is None:
         raise ValueError("feature_matching(mode='pix2pixhd') needs n_layers_D")
-    if len(fake_outputs) != len(real_outputs):
-        raise ValueError(f"fake has {len(fake_outputs)} scales but real has {len(real_outputs)}")
-    num_d = len(fake_outputs)
-    weight = 1.0 / num_d
+    if len(fake_groups) != len(real_groups):
+        raise ValueError(f"fake has {len(fake_groups)} feature groups but real has {len(real_groups)}")
+    weight = 1.0 / len(fake_groups)
     if mode == "pix2pixhd":
         weight *= 4.0 / (n_layers_D + 1)
     total = jnp.zeros((), jnp.float32)
-    for fake_scale, real_scale in zip(fake_outputs, real_outputs):
-        if len(fake_scale) != len(real_scale):
-            raise ValueError(f"a scale has {len(fake_scale)} fake outputs but {len(real_scale)} real ones")
-        for fake, real in zip(fake_scale[:-1], real_scale[:-1]):
+    for fake_group, real_group in zip(fake_groups, real_groups):
+        if len(fake_group) != len(real_group):
+            raise ValueError(f"a group has {len(fake_group)} fake features but {len(real_group)} real ones")
+        for fake, real in zip(fake_group, real_group):
             diff = _f32(fake) - jax.lax.stop_gradient(_f32(real))
             total = total + weight * jnp.mean(jnp.abs(diff))
     return total

@@ -18,7 +18,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 from data_pipelines import sources
-from synth.training import checkpoint as ckpt_lib
+from synth import checkpoint as ckpt_lib
+from synth.training.preemption import PreemptionGuard
 from synth.training import sharding
 from helpers import free_port
 
@@ -248,7 +249,7 @@ def test_preemption_guard_turns_sigterm_into_a_request(monkeypatch):
 
     original = signal.signal(signal.SIGTERM, previous)
     try:
-        with ckpt_lib.PreemptionGuard() as guard:
+        with PreemptionGuard() as guard:
             assert not guard.requested()
             os.kill(os.getpid(), signal.SIGTERM)
             assert guard.requested() and guard.requested()  # Stays requested.
@@ -261,7 +262,7 @@ def test_preemption_guard_turns_sigterm_into_a_request(monkeypatch):
         signal.signal(signal.SIGTERM, original)
 
     int_before = signal.getsignal(signal.SIGINT)
-    with ckpt_lib.PreemptionGuard(sigint=True) as guard:
+    with PreemptionGuard(sigint=True) as guard:
         os.kill(os.getpid(), signal.SIGINT)
         assert guard.requested() and guard.signal_received == signal.SIGINT
         with pytest.raises(KeyboardInterrupt):  # A second Ctrl-C stops at once.
@@ -280,7 +281,7 @@ def test_preemption_guard_turns_sigterm_into_a_request(monkeypatch):
 
     from jax.experimental import multihost_utils
     monkeypatch.setattr(multihost_utils, "process_allgather", fake_allgather)
-    guard = ckpt_lib.PreemptionGuard(sync_every=2)
+    guard = PreemptionGuard(sync_every=2)
     assert [guard.requested() for _ in range(7)] == [False, False, False, False, False, True, True]
     assert gathered == [0, 0, 0]  # Only every 2nd call is a collective; none after the decision.
 
@@ -291,7 +292,9 @@ _WORKER = textwrap.dedent("""
     import numpy as np
     pid, port, directory = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=pid)
-    from synth.training import checkpoint as ckpt_lib, sharding
+    from synth import checkpoint as ckpt_lib
+    from synth.training import sharding
+    from synth.training.preemption import PreemptionGuard
     mesh = sharding.make_mesh()
     rep = sharding.replicated(mesh)
     host = np.arange(12, dtype=np.float32).reshape(3, 4)
@@ -302,7 +305,7 @@ _WORKER = textwrap.dedent("""
 
     config = {"train": {"num_steps": 100}}
     stopped = None
-    with ckpt_lib.Checkpointer(directory, keep=2, every_steps=3) as ck, ckpt_lib.PreemptionGuard() as guard:
+    with ckpt_lib.Checkpointer(directory, keep=2, every_steps=3) as ck, PreemptionGuard() as guard:
         for step in range(1, 100):
             if step == 5 and pid == 1:
                 os.kill(os.getpid(), signal.SIGTERM)  # Only process 1 is told to stop.

@@ -120,7 +120,7 @@ def assert_same_tree(a, b):
 
 def generator_setup(use_vae, seed=0):
     m = cfg(use_vae=use_vae)
-    gen = models.build(m, H, W).generator
+    gen = models.networks(m, H, W)["g"]
     seg = jax.nn.one_hot(jax.random.randint(jax.random.key(1), (2, H, W), 0, SEMANTIC_NC), SEMANTIC_NC)
     z = jax.random.normal(jax.random.key(2), (2, m.z_dim)) if use_vae else None
     variables = random_variables(lambda: gen.init({"params": jax.random.key(0)}, seg, z, train=False), seed)
@@ -140,13 +140,13 @@ def test_generator_round_trip_is_exact_and_gives_identical_outputs(use_vae):
 
 def test_discriminator_and_encoder_round_trips_are_exact():
     m = cfg(use_vae=True, num_D=2, n_layers_D=4)
-    system = models.build(m, H, W)
+    system = models.networks(m, H, W)
     x = jnp.zeros((1, H, W, SEMANTIC_NC + 3))
     key = {"params": jax.random.key(0)}
-    d_vars = random_variables(lambda: system.discriminator.init(key, x, train=False), 4)
+    d_vars = random_variables(lambda: system["d"].init(key, x, train=False), 4)
     assert_same_tree(spade_torch.discriminator_variables(discriminator_state_dict(d_vars, 2, 4), m, H, W),
                      d_vars)
-    e_vars = random_variables(lambda: system.encoder.init(key, jnp.zeros((1, H, W, 3)), train=False), 6)
+    e_vars = random_variables(lambda: system["e"].init(key, jnp.zeros((1, H, W, 3)), train=False), 6)
     n_layers = 2  # encoder_input_size 16 -> two stride-2 convs down to 4x4
     assert_same_tree(spade_torch.encoder_variables(encoder_state_dict(e_vars, n_layers), m, H, W), e_vars)
 
@@ -154,7 +154,7 @@ def test_discriminator_and_encoder_round_trips_are_exact():
 def test_vae_flatten_order_is_torch_nchw():
     """A torch `fc` row index is c*sh*sw + y*sw + x: unit z through one row lights exactly that (y, x, c)."""
     m = cfg(use_vae=True)
-    gen = models.build(m, 64, 64).generator  # latent 2x2 so that the spatial order matters
+    gen = models.networks(m, 64, 64)["g"]  # latent 2x2 so that the spatial order matters
     seg = jnp.zeros((1, 64, 64, SEMANTIC_NC))
     z = jnp.zeros((1, m.z_dim))
     shapes = jax.eval_shape(lambda: gen.init({"params": jax.random.key(0)}, seg, z, train=False))
@@ -185,7 +185,7 @@ def test_vae_flatten_order_is_torch_nchw():
 
 def test_errors_list_missing_unused_and_misshapen_keys():
     m = cfg()
-    gen = models.build(m, H, W).generator
+    gen = models.networks(m, H, W)["g"]
     shapes = jax.eval_shape(lambda: gen.init({"params": jax.random.key(0)}, jnp.zeros((1, H, W, SEMANTIC_NC)),
                                              train=False))
     sd = generator_state_dict(jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), shapes), False)

@@ -186,7 +186,7 @@ def test_chunk_cache_fingerprint_damage_and_atomicity(tmp_path, caplog):
 
 
 def test_official_file_route_and_command_line(cityscapes_root, tmp_path):
-    with pytest.raises(ValueError, match="no converter for official 'crnx'"):
+    with pytest.raises(ValueError, match="config.model.name 'crnx' is not one of"):
         config = _config(cityscapes_root)
         config.model.name = "crnx"
         generate.from_official(config, "x.pth")

@@ -1,7 +1,9 @@
 """The GAN step equals the official formulation, both halves.
 
-G: our step runs the real half apart and without gradient (`run_discriminator_for_generator`); this recomputes
-the generator's loss terms and gradient norm the official way (D and VGG on fake and real in one pass).
+G: our step runs the real half apart and without gradient (`judge_for_generator`); this recomputes the
+generator's loss terms and gradient norm the official way (D and VGG on fake and real in one pass), with the
+official formulas written out (SPADE: hinge averaged over scales, feature matching lambda/num_D per layer;
+CC-FPSE: hinge over its three predictions, feature matching lambda/4 over its four encoder features).
 D: the detached fake of a second G forward with the updated parameters (or the G step's own fake with
 `train.reuse_fake_for_d`), D's loss terms and gradient norm.
 """
@@ -18,9 +20,7 @@ from configs.common import spade_model
 from data_pipelines import labels
 from data_pipelines.sources import DatasetSpec
 from synth import losses, models
-from synth.models.fpse import FPSEDiscriminator, feature_matching as fpse_feature_matching
 from synth.training import gan_step, optimizers
-from synth.training import state as state_lib
 
 SIZE, BATCH, CLASSES = 32, 2, 5
 
@@ -52,20 +52,22 @@ def config_for(model: mlc.ConfigDict) -> mlc.ConfigDict:
 def set_up(config, seed: int):
     """-> spec, system, both optimisers, the initial state and a random batch."""
     spec = DatasetSpec("test", labels.custom(CLASSES), use_instance=False)
-    system = models.build(config.model, SIZE, SIZE)
+    system = models.system_class(config.model.name)(config, spec, SIZE, SIZE)
     tx_g, tx_d = optimizers.adam(config.optim, config.train, "g"), optimizers.adam(config.optim, config.train, "d")
-    state = jax.jit(lambda key: state_lib.init_state(system, tx_g, tx_d, key, batch_size=1, height=SIZE, width=SIZE,
-                                                     semantic_nc=spec.semantic_nc, z_dim=256, ema=False))(
-        jax.random.key(0))
+    state = jax.jit(lambda key: gan_step.init_state(system, tx_g, tx_d, key, ema=False))(jax.random.key(0))
     rng = np.random.default_rng(seed)
     batch = {"label": jnp.asarray(rng.integers(0, CLASSES, (BATCH, SIZE, SIZE)), jnp.int32),
              "image": jnp.asarray(rng.uniform(-1, 1, (BATCH, SIZE, SIZE, 3)), jnp.float32)}
     return spec, system, tx_g, tx_d, state, batch
 
 
+def l1(a, b):
+    return jnp.mean(jnp.abs(a - b))
+
+
 def joint_pass_terms(system, config, spec, state, batch, vgg, vgg_params):
     """The official G loss: D on cat(fake, real) and VGG on cat(fake, real), both in one pass."""
-    seg = gan_step.make_semantics(spec)(batch)
+    seg = system.conditioning(batch)
     real = batch["image"]
     fpse = config.model.name == "ccfpse"
 
@@ -73,18 +75,16 @@ def joint_pass_terms(system, config, spec, state, batch, vgg, vgg_params):
         g_vars = {"params": g_params, "batch_stats": state["g"]["batch_stats"], "spectral": state["g"]["spectral"]}
         fake, _ = system.generator.apply(g_vars, seg, None, train=True, mutable=["batch_stats", "spectral"])
         x = jnp.concatenate([jnp.concatenate([seg, fake], -1), jnp.concatenate([seg, real], -1)], 0)
-        outputs, _ = system.discriminator.apply(state["d"], x, train=True, mutable=["spectral"])
-        if fpse:
-            feats, preds = outputs
-            pred_fake, pred_real = [[p[:BATCH]] for p in preds], [[p[BATCH:]] for p in preds]
-        else:
-            pred_fake = [[o[:BATCH] for o in s] for s in outputs]
-            pred_real = [[o[BATCH:] for o in s] for s in outputs]
-        terms = {"g_gan": losses.gan_loss(pred_fake, target_is_real=True, for_discriminator=False, mode="hinge")}
-        if fpse:
-            terms["g_feat"] = 20.0 * fpse_feature_matching([f[:BATCH] for f in feats], [f[BATCH:] for f in feats])
-        else:
-            terms["g_feat"] = 10.0 * losses.feature_matching(pred_fake, pred_real, mode="spade")
+        out, _ = system.discriminator.apply(state["d"], x, train=True, mutable=["spectral"])
+        preds = out.predictions  # SPADE: one per scale; FPSE: its three
+        terms = {"g_gan": sum(-jnp.mean(p[:BATCH]) for p in preds) / len(preds)}
+        if fpse:  # pix2pix_model.py: sum_i L1(feat_fake[i], feat_real[i]) * lambda_feat / 4
+            feats = [group[0] for group in out.features]
+            assert len(feats) == 4
+            terms["g_feat"] = sum(l1(f[:BATCH], f[BATCH:]) for f in feats) * 20.0 / 4
+        else:  # GAN_Feat_loss += L1 * lambda_feat / num_D over every scale's intermediate outputs
+            terms["g_feat"] = sum(l1(f[:BATCH], f[BATCH:]) * 10.0 / len(out.features)
+                                  for scale in out.features for f in scale)
         v = vgg.apply(vgg_params, jnp.concatenate([fake, real], 0))
         terms["g_vgg"] = 10.0 * losses.perceptual_loss({k: f[:BATCH] for k, f in v.items()},
                                                        {k: f[BATCH:] for k, f in v.items()})
@@ -104,7 +104,7 @@ def test_generator_terms_and_gradient_equal_the_joint_pass(model):
     expected, grad_norm = jax.jit(lambda s: joint_pass_terms(system, config, spec, s, batch, vgg, vgg_params))(state)
 
     schedules = (optimizers.schedule(1e-4, 10, 10),) * 2
-    step = jax.jit(gan_step.make_gan_step(system, config, spec, tx_g, tx_d, schedules, vgg))
+    step = jax.jit(gan_step.make_gan_step(system, config, tx_g, tx_d, schedules, vgg))
     _, metrics = step(state, batch, vgg_params)
     for name, value in expected.items():
         np.testing.assert_allclose(metrics[name], value, rtol=2e-5, err_msg=name)
@@ -114,9 +114,8 @@ def test_generator_terms_and_gradient_equal_the_joint_pass(model):
 def official_d_step_terms(system, spec, state, new_state, batch, reuse_fake):
     """The official D step, recomputed: the fake comes from a second train-mode G forward with the updated G
     parameters (or, with `reuse_fake`, is the G step's own fake), detached; D sees cat(fake, real) once."""
-    seg = gan_step.make_semantics(spec)(batch)
+    seg = system.conditioning(batch)
     real = batch["image"]
-    fpse = isinstance(system.discriminator, FPSEDiscriminator)
     g_vars = {"params": state["g"]["params"], "batch_stats": state["g"]["batch_stats"],
               "spectral": state["g"]["spectral"]}
     fake, g_state = system.generator.apply(g_vars, seg, None, train=True, mutable=["batch_stats", "spectral"])
@@ -130,16 +129,11 @@ def official_d_step_terms(system, spec, state, new_state, batch, reuse_fake):
     def loss(d_params):
         x = jnp.concatenate([jnp.concatenate([seg, jax.lax.stop_gradient(fake)], -1),
                              jnp.concatenate([seg, real], -1)], 0)
-        outputs, _ = system.discriminator.apply({"params": d_params, **d_after_g}, x, train=True,
-                                                mutable=["spectral"])
-        if fpse:
-            preds = outputs[1]
-            pred_fake, pred_real = [[p[:BATCH]] for p in preds], [[p[BATCH:]] for p in preds]
-        else:
-            pred_fake = [[o[:BATCH] for o in s] for s in outputs]
-            pred_real = [[o[BATCH:] for o in s] for s in outputs]
-        terms = {"d_fake": losses.gan_loss(pred_fake, target_is_real=False, for_discriminator=True, mode="hinge"),
-                 "d_real": losses.gan_loss(pred_real, target_is_real=True, for_discriminator=True, mode="hinge")}
+        out, _ = system.discriminator.apply({"params": d_params, **d_after_g}, x, train=True,
+                                            mutable=["spectral"])
+        preds = out.predictions
+        terms = {"d_fake": sum(-jnp.mean(jnp.minimum(-p[:BATCH] - 1, 0)) for p in preds) / len(preds),
+                 "d_real": sum(-jnp.mean(jnp.minimum(p[BATCH:] - 1, 0)) for p in preds) / len(preds)}
         return sum(terms.values()), terms
 
     (_, terms), grads = jax.value_and_grad(loss, has_aux=True)(state["d"]["params"])
@@ -157,7 +151,7 @@ def test_discriminator_step_equals_the_official_d_step(model, reuse_fake):
     config.optim.lr_g = 1e-2  # a G update large enough that the second forward's fake differs measurably
     spec, system, tx_g, tx_d, state, batch = set_up(config, seed=1)
     schedules = (optimizers.schedule(1e-4, 10, 10),) * 2
-    step = jax.jit(gan_step.make_gan_step(system, config, spec, tx_g, tx_d, schedules))
+    step = jax.jit(gan_step.make_gan_step(system, config, tx_g, tx_d, schedules))
     new_state, metrics = step(state, batch)
     expected, grad_norm = jax.jit(
         lambda s, n: official_d_step_terms(system, spec, s, n, batch, reuse_fake))(state, new_state)

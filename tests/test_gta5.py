@@ -160,10 +160,9 @@ def test_paper_config_builds_the_official_generator():
 
     height, width = preprocess_of(config.data).output_size()  # what the trainers build the model for
     assert (height, width) == (256, 512)
-    system = models.build(config.model, height, width)
-    assert system.paradigm == "imle" and system.generator.widths == (1024,) * 5 + (512,) * 2
-    seg = jax.ShapeDtypeStruct((1, height, width, spec.semantic_nc), jnp.float32)
-    noise = jax.ShapeDtypeStruct((1, height, width, system.noise_channels), jnp.float32)
-    shapes = jax.eval_shape(lambda s, z: system.generator.init({"params": jax.random.key(0)}, s, z), seg, noise)
+    system = models.build(config, spec)
+    assert system.trainer == "imle" and system.generator.widths == (1024,) * 5 + (512,) * 2
+    assert (system.height, system.width) == (height, width)
+    shapes = jax.eval_shape(system.init, jax.random.key(0))["g"]
     count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes["params"]))
     assert count == 98_534_541  # the official generator at 20 label channels, derived in test_crn.py

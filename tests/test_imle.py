@@ -14,9 +14,9 @@ from configs import scenes_cimle
 from synth import generate as gen_lib
 from synth import imle
 from synth.layers.resample import area_resize
-from synth.models.crn import CRNGenerator
+from synth.models.crn import CIMLESystem, CRNGenerator
 from synth.pretrained import vgg
-from synth.training import imle_loop, loop, sharding
+from synth.training import imle_trainer, loop, sharding
 
 H = W = 16
 LAYERS = (("pixels", 1.0), ("relu1_2", 0.5), ("relu2_2", 2.0))
@@ -172,13 +172,18 @@ def test_samples_from_a_checkpoint_differ_and_hold_a_code_across_layouts(straigh
 def test_reinitialisation_renews_the_noise_encoder_and_adams_moments_only():
     from synth.training import imle_step
 
-    gen = CRNGenerator(height=H, width=W, widths=(4, 4, 4), num_noise=2, noise_width=4)
+    from data_pipelines import labels
+    from data_pipelines.sources import DatasetSpec
+
+    config = tiny()
+    config.model.update(widths=(4, 4, 4), num_noise=2, noise_width=4)
+    system = CIMLESystem(config, DatasetSpec("test", labels.custom(3), use_instance=False), H, W)
     tx = imle_step.adam({})
-    state = imle_step.init_state(gen, tx, jax.random.key(0), height=H, width=W, semantic_nc=3, pool_size=4)
+    state = imle_step.init_state(system, tx, jax.random.key(0), pool_size=4)
     grads = jax.tree.map(lambda p: jnp.ones_like(p), state["g"]["params"])
     _, state["opt_g"] = tx.update(grads, state["opt_g"], state["g"]["params"])  # moments no longer zero
     state["codes"] = state["codes"] + 7
-    fresh = imle_step.reinit_noise_encoder(gen, tx, state, 6, 3)
+    fresh = imle_step.reinit_noise_encoder(system, tx, state, 6)
     old, new = state["g"]["params"], fresh["g"]["params"]
     assert set(old) == set(new) and "noise_encoder" in old
     for name in old:
@@ -188,8 +193,8 @@ def test_reinitialisation_renews_the_noise_encoder_and_adams_moments_only():
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))  # Adam restarts
     np.testing.assert_array_equal(fresh["codes"], state["codes"])  # the pool's codes are kept
     # deterministic per (run key, epoch), and another epoch draws other weights
-    again = imle_step.reinit_noise_encoder(gen, tx, state, 6, 3)["g"]["params"]["noise_encoder"]
-    later = imle_step.reinit_noise_encoder(gen, tx, state, 7, 3)["g"]["params"]["noise_encoder"]
+    again = imle_step.reinit_noise_encoder(system, tx, state, 6)["g"]["params"]["noise_encoder"]
+    later = imle_step.reinit_noise_encoder(system, tx, state, 7)["g"]["params"]["noise_encoder"]
     assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(again), jax.tree.leaves(new["noise_encoder"])))
     assert not all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(later), jax.tree.leaves(again)))
 
@@ -198,11 +203,11 @@ def test_bad_imle_settings_are_named(tmp_path):
     config = tiny()
     config.imle.select_batch = 3
     with pytest.raises(ValueError, match="pool_size 8 must be a multiple of config.imle.select_batch 3"):
-        imle_loop.IMLETrainer(config, str(tmp_path))
+        imle_trainer.IMLETrainer(config, str(tmp_path))
     config = tiny()
     config.model.num_noise = 0
     with pytest.raises(ValueError, match="cannot be trained by IMLE"):
-        imle_loop.IMLETrainer(config, str(tmp_path))
+        imle_trainer.IMLETrainer(config, str(tmp_path))
 
 
 def test_warm_start_from_a_crn_checkpoint(tmp_path, monkeypatch):
@@ -223,7 +228,7 @@ def test_warm_start_from_a_crn_checkpoint(tmp_path, monkeypatch):
     fake["g_32_conv100/weights"] = rng.normal(0, 0.3, (1, 1, 4, 27)).astype(np.float32)
     fake["g_32_conv100/biases"] = np.zeros(27, np.float32)
     monkeypatch.setattr(crn_warm_start, "load_checkpoint", lambda path: dict(fake))
-    trainer = imle_loop.IMLETrainer(config, str(tmp_path / "run"))
+    trainer = imle_trainer.IMLETrainer(config, str(tmp_path / "run"))
     state = trainer.initial_state()
     trainer.checkpointer.close()
     p = state["g"]["params"]
@@ -231,4 +236,4 @@ def test_warm_start_from_a_crn_checkpoint(tmp_path, monkeypatch):
     np.testing.assert_array_equal(np.asarray(p["refine_8"]["conv2"]["conv"]["kernel"]), fake["g_8_conv2/weights"])
     config.model.widths = (8,)
     with pytest.raises(ValueError, match="does not fit config.model"):
-        imle_loop.IMLETrainer(config, str(tmp_path / "run2")).initial_state()
+        imle_trainer.IMLETrainer(config, str(tmp_path / "run2")).initial_state()

@@ -84,27 +84,27 @@ def test_unknown_gan_mode_raises_naming_it():
 
 
 def _two_scales():
-    """Two scales, two intermediate features each, then a prediction that must be ignored."""
-    fake = [
-        [jnp.array([1.0, 2.0]), jnp.array([[3.0]]), jnp.array([100.0])],
-        [jnp.zeros((4,)), jnp.array([-1.0]), jnp.array([100.0])],
-    ]
-    real = [
-        [jnp.zeros((2,)), jnp.array([[1.0]]), jnp.array([-100.0])],
-        [jnp.ones((4,)), jnp.array([1.0]), jnp.array([-100.0])],
-    ]
+    """Two feature groups (a multiscale D's scales), two intermediate features each."""
+    fake = [[jnp.array([1.0, 2.0]), jnp.array([[3.0]])], [jnp.zeros((4,)), jnp.array([-1.0])]]
+    real = [[jnp.zeros((2,)), jnp.array([[1.0]])], [jnp.ones((4,)), jnp.array([1.0])]]
     return fake, real
 
 
 def test_feature_matching_spade_and_pix2pixhd_weights():
     fake, real = _two_scales()
-    # L1 means: scale 0: 1.5 and 2; scale 1: 1 and 2. SPADE: each / num_D = 2 -> 6.5 / 2.
+    # L1 means: group 0: 1.5 and 2; group 1: 1 and 2. SPADE: each / num_D = 2 -> 6.5 / 2.
     assert float(losses.feature_matching(fake, real)) == pytest.approx(3.25)
     # pix2pixHD adds 4 / (n_layers_D + 1): 4/5 at n_layers_D = 4, 1 at n_layers_D = 3.
     got = losses.feature_matching(fake, real, mode="pix2pixhd", n_layers_D=4)
     assert float(got) == pytest.approx(3.25 * 0.8)
     got = losses.feature_matching(fake, real, mode="pix2pixhd", n_layers_D=3)
     assert float(got) == pytest.approx(3.25)
+    # CC-FPSE's four features as four groups of one: their mean (the official sum * lambda / 4)
+    feats = [[jnp.full((3,), v)] for v in (1.0, 2.0, 3.0, 6.0)]
+    zeros = [[jnp.zeros((3,))] for _ in range(4)]
+    assert float(losses.feature_matching(feats, zeros, mode="fpse")) == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="3 feature groups but real has 4"):
+        losses.feature_matching(feats[:3], zeros)
 
 
 def test_feature_matching_gradients_flow_to_fake_only():
@@ -116,8 +116,15 @@ def test_feature_matching_gradients_flow_to_fake_only():
     # d/dfake of (1/2) * mean|fake - real| over 2 elements, fake > real: 1/4 each.
     np.testing.assert_allclose(g_fake[0][0], [0.25, 0.25])
     np.testing.assert_allclose(g_fake[1][0], -0.125 * np.ones(4))  # fake < real, 4 elements
-    np.testing.assert_array_equal(g_fake[0][-1], 0.0)  # the prediction is not matched
-    np.testing.assert_array_equal(g_fake[1][-1], 0.0)
+
+
+def test_gan_loss_sums_scales_as_pix2pixhd():
+    preds = [jnp.full((2, 2), 0.5), jnp.full((1, 1), -1.0)]
+    mean = losses.gan_loss(preds, target_is_real=True, for_discriminator=True, mode="ls")
+    total = losses.gan_loss(preds, target_is_real=True, for_discriminator=True, mode="ls", reduction="sum")
+    assert float(mean) == pytest.approx((0.25 + 4.0) / 2) and float(total) == pytest.approx(0.25 + 4.0)
+    with pytest.raises(ValueError, match="unknown scale reduction 'max'"):
+        losses.gan_loss(preds, target_is_real=True, for_discriminator=True, reduction="max")
 
 
 def test_feature_matching_argument_errors():
@@ -126,7 +133,7 @@ def test_feature_matching_argument_errors():
         losses.feature_matching(fake, real, mode="pix2pixhd")
     with pytest.raises(ValueError, match="bogus"):
         losses.feature_matching(fake, real, mode="bogus")
-    with pytest.raises(ValueError, match="scales"):
+    with pytest.raises(ValueError, match="2 feature groups but real has 1"):
         losses.feature_matching(fake, real[:1])
 
 

@@ -39,7 +39,7 @@ def test_two_processes_agree_with_each_other_and_with_one_process(tmp_path):
     # One process on the same global batch (host 0's share then host 1's) must agree.
     config = scenes_spade.get_config("tiny")
     config.optim.eps = 1e3
-    trainer = loop.Trainer(config, str(tmp_path / "single"))
+    trainer = loop.make_trainer(config, str(tmp_path / "single"))
     src, pp = sources.get_source(config.data, "train"), sources.preprocess_of(config.data)
     shares = [next(iter(pipeline.train_dataset(src, pp, config.train.batch_size, process_index=i,
                                                process_count=2))) for i in range(2)]

@@ -16,15 +16,15 @@ def count(tree):
 
 
 def param_counts(model_cfg, semantic_nc, h, w):
-    s = models.build(model_cfg, h, w)
+    s = models.networks(model_cfg, h, w)
     key = jax.random.key(0)
     z = jnp.zeros((1, model_cfg.z_dim)) if model_cfg.use_vae else None
-    g = jax.eval_shape(lambda: s.generator.init({"params": key}, jnp.zeros((1, h, w, semantic_nc)), z,
+    g = jax.eval_shape(lambda: s["g"].init({"params": key}, jnp.zeros((1, h, w, semantic_nc)), z,
                                                  train=False))
-    d = jax.eval_shape(lambda: s.discriminator.init({"params": key}, jnp.zeros((1, h, w, semantic_nc + 3)),
+    d = jax.eval_shape(lambda: s["d"].init({"params": key}, jnp.zeros((1, h, w, semantic_nc + 3)),
                                                     train=False))
-    e = jax.eval_shape(lambda: s.encoder.init({"params": key}, jnp.zeros((1, h, w, 3)), train=False)) \
-        if s.encoder else {"params": {}}
+    e = jax.eval_shape(lambda: s.get("e").init({"params": key}, jnp.zeros((1, h, w, 3)), train=False)) \
+        if s.get("e") else {"params": {}}
     return count(g["params"]), count(d["params"]), count(e["params"])
 
 
@@ -53,9 +53,9 @@ def test_parameter_counts_of_the_small_cpu_setting():
 @pytest.mark.parametrize("up,h,w", [("normal", 64, 64), ("more", 64, 128), ("most", 128, 256),
                                     ("normal", 32, 64)])
 def test_generator_output_sizes_and_aspect_ratios(up, h, w):
-    s = models.build(spade_model(ngf=4, num_upsampling_layers=up, spade_hidden=8), h, w)
+    s = models.networks(spade_model(ngf=4, num_upsampling_layers=up, spade_hidden=8), h, w)
     seg = jnp.zeros((2, h, w, 5))
-    out = jax.eval_shape(lambda: s.generator.init_with_output({"params": jax.random.key(0)}, seg,
+    out = jax.eval_shape(lambda: s["g"].init_with_output({"params": jax.random.key(0)}, seg,
                                                               train=False)[0])
     assert out.shape == (2, h, w, 3)
 
@@ -69,28 +69,29 @@ def test_sizes_that_do_not_fit_are_named():
 
 def test_vae_generator_and_encoder_run():
     cfg = spade_model(ngf=4, ndf=4, spade_hidden=8, use_vae=True, z_dim=8, encoder_input_size=16)
-    s = models.build(cfg, 32, 32)
+    s = models.networks(cfg, 32, 32)
     image = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3), minval=-1, maxval=1)
-    (mu, logvar), _ = s.encoder.init_with_output({"params": jax.random.key(0)}, image, train=False)
+    (mu, logvar), _ = s.get("e").init_with_output({"params": jax.random.key(0)}, image, train=False)
     assert mu.shape == logvar.shape == (2, 8)
-    out, _ = s.generator.init_with_output({"params": jax.random.key(0)}, jnp.zeros((2, 32, 32, 3)), mu,
+    out, _ = s["g"].init_with_output({"params": jax.random.key(0)}, jnp.zeros((2, 32, 32, 3)), mu,
                                           train=False)
     assert out.shape == (2, 32, 32, 3) and float(jnp.abs(out).max()) <= 1
     with pytest.raises(ValueError, match="needs z"):
-        s.generator.init({"params": jax.random.key(0)}, jnp.zeros((2, 32, 32, 3)), train=False)
+        s["g"].init({"params": jax.random.key(0)}, jnp.zeros((2, 32, 32, 3)), train=False)
 
 
 def test_discriminator_strides_fixed_and_legacy():
     x = jnp.zeros((1, 64, 64, 4))
     fixed = models.MultiscaleDiscriminator(num_D=2, ndf=4, n_layers=4)
-    outs = jax.eval_shape(lambda: fixed.init_with_output({"params": jax.random.key(0)}, x, train=False)[0])
+    out = jax.eval_shape(lambda: fixed.init_with_output({"params": jax.random.key(0)}, x, train=False)[0])
+    outs = [features + [prediction] for features, prediction in zip(out.features, out.predictions)]
     # k4 p2: stride 2 -> floor((n + 4 - 4) / 2) + 1, stride 1 -> n + 1.
     assert [o.shape[1] for o in outs[0]] == [33, 17, 9, 10, 11]
     assert [o.shape[-1] for o in outs[0]] == [4, 8, 16, 32, 1]
     assert outs[1][0].shape[1] == 17  # second scale sees the 3x3/s2 average-pooled input (32x32)
     legacy = models.MultiscaleDiscriminator(num_D=1, ndf=4, n_layers=3, legacy_strides=True)
-    outs = jax.eval_shape(lambda: legacy.init_with_output({"params": jax.random.key(0)}, x, train=False)[0])
-    assert [o.shape[1] for o in outs[0]] == [33, 17, 9, 10]
+    out = jax.eval_shape(lambda: legacy.init_with_output({"params": jax.random.key(0)}, x, train=False)[0])
+    assert [o.shape[1] for o in out.features[0] + [out.predictions[0]]] == [33, 17, 9, 10]
 
 
 def test_nearest_resize_is_torch_floor_indexing():

@@ -30,7 +30,7 @@ def main():
 
     config = scenes_spade.get_config("tiny")
     config.optim.eps = 1e3  # See test_training: makes Adam's first step linear in the gradient.
-    trainer = loop.Trainer(config, workdir)
+    trainer = loop.make_trainer(config, workdir)
     assert jax.device_count() == 4 and len(trainer.mesh.local_devices) == 2
     state = trainer.initial_state()
     batch = next(iter(pipeline.train_dataset(sources.get_source(config.data, "train"),

@@ -127,6 +127,17 @@ def preprocess_of(data) -> Preprocess:
     return dataclasses.replace(base, **overrides)
 
 
+def image_size(data) -> tuple[int, int]:
+    """(height, width) of the examples a `config.data` section gives: the size a model is built for."""
+    if data.name == "scenes":
+        return int(data.scenes.height), int(data.scenes.width)
+    size = preprocess_of(data).output_size()
+    if size is None:
+        raise ValueError("preprocess.mode 'none' needs same-sized files; set a resize mode for "
+                         f"{data.name} so that the model's size is known.")
+    return size
+
+
 def _file_source(spec: DatasetSpec, split: str, examples: list[Example]) -> Source:
     from data_pipelines import decode
 
@@ -179,4 +190,4 @@ def get_source(data, split: str) -> Source:
 
 
 __all__ = ["DatasetError", "DatasetSpec", "Example", "PRESETS", "Preprocess", "Source", "dataset_spec",
-           "get_source", "preprocess_of"]
+           "get_source", "image_size", "preprocess_of"]

@@ -1,7 +1,7 @@
 """Official CC-FPSE (xh-liu/CC-FPSE, PyTorch) state dicts -> our Flax variables.
 
 The same machinery as `synth.convert.spade_torch` (no torch needed; `load_pth` reads the `.pth` files): our
-network is built with `synth.models.build`, its variable tree taken with `jax.eval_shape`, and every leaf is
+network is built with `synth.models.networks`, its variable tree taken with `jax.eval_shape`, and every leaf is
 filled from the official key it derives from:
 
 * conv kernels OIHW -> HWIO; spectral-norm convs take `weight_orig` and their `weight_u` / `weight_v` buffers
@@ -90,14 +90,14 @@ def _check_name(model_config) -> None:
 
 def generator_variables(state_dict: Mapping[str, Any], model_config, height: int, width: int) -> dict:
     """Official `CondConvGenerator` state dict -> {"params", "batch_stats", "spectral"} of our generator built
-    by `synth.models.build(model_config, height, width)` (semantic_nc is read from the state dict)."""
+    by `synth.models.networks(model_config, height, width)` (semantic_nc is read from the state dict)."""
     _check_name(model_config)
-    system = models.build(model_config, height, width)
+    nets = models.networks(model_config, height, width)
     semantic_nc = _shape(state_dict, "labelenc1.0.0.weight_orig", "CondConvGenerator")[1]
     seg = jax.ShapeDtypeStruct((1, height, width, semantic_nc), jnp.float32)
     z = jax.ShapeDtypeStruct((1, model_config.z_dim), jnp.float32) if model_config.use_vae else None
     shapes = jax.eval_shape(
-        lambda s, zz: system.generator.init({"params": jax.random.key(0)}, s, zz, train=False), seg, z)
+        lambda s, zz: nets["g"].init({"params": jax.random.key(0)}, s, zz, train=False), seg, z)
     return convert(state_dict, shapes, _generator_modules, "generator")
 
 
@@ -105,12 +105,12 @@ def discriminator_variables(state_dict: Mapping[str, Any], model_config, height:
     """Official `FPSEDiscriminator` state dict -> {"params", "spectral"} of our discriminator
     (semantic_nc is read from `embedding.weight`)."""
     _check_name(model_config)
-    system = models.build(model_config, height, width)
+    nets = models.networks(model_config, height, width)
     semantic_nc = _shape(state_dict, "embedding.weight", "FPSEDiscriminator")[1]
     image = jax.ShapeDtypeStruct((1, height, width, 3), jnp.float32)
     seg = jax.ShapeDtypeStruct((1, height, width, semantic_nc), jnp.float32)
     shapes = jax.eval_shape(
-        lambda x, s: system.discriminator.init({"params": jax.random.key(0)}, x, s, train=False), image, seg)
+        lambda x, s: nets["d"].init({"params": jax.random.key(0)}, x, s, train=False), image, seg)
     return convert(state_dict, shapes, _discriminator_modules, "discriminator")
 
 

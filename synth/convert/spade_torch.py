@@ -1,7 +1,7 @@
 """Official SPADE (NVlabs, PyTorch) state dicts -> our Flax variables.
 
 State dicts are plain `{key: np.ndarray}` dicts, so converting needs no torch; `load_pth` reads a `.pth` file
-into one without PyTorch (`synth.convert.torch_pickle`). Each function builds our network with `synth.models.build`, takes the
+into one without PyTorch (`synth.convert.torch_pickle`). Each function builds our network with `synth.models.networks`, takes the
 tree of its variables with `jax.eval_shape` (nothing is initialised), derives for every leaf the official key
 it comes from, and fills it:
 
@@ -163,34 +163,34 @@ def _shape(state_dict, key: str, what: str) -> tuple[int, ...]:
 
 def generator_variables(state_dict: Mapping[str, Any], model_config, height: int, width: int) -> dict:
     """Official `SPADEGenerator` state dict -> {"params", "batch_stats", "spectral"} of our generator
-    built by `synth.models.build(model_config, height, width)` (semantic_nc is read from the state dict)."""
-    system = models.build(model_config, height, width)
+    built by `synth.models.networks(model_config, height, width)` (semantic_nc is read from the state dict)."""
+    nets = models.networks(model_config, height, width)
     semantic_nc = _shape(state_dict, "head_0.norm_0.mlp_shared.0.weight", "SPADEGenerator")[1]
     seg = jax.ShapeDtypeStruct((1, height, width, semantic_nc), jnp.float32)
     z = jax.ShapeDtypeStruct((1, model_config.z_dim), jnp.float32) if model_config.use_vae else None
     shapes = jax.eval_shape(
-        lambda s, zz: system.generator.init({"params": jax.random.key(0)}, s, zz, train=False), seg, z)
+        lambda s, zz: nets["g"].init({"params": jax.random.key(0)}, s, zz, train=False), seg, z)
     return convert(state_dict, shapes, _generator_modules, "generator")
 
 
 def discriminator_variables(state_dict: Mapping[str, Any], model_config, height: int, width: int) -> dict:
     """Official `MultiscaleDiscriminator` state dict -> {"params", "spectral"} of our discriminator
     (input channels = semantic_nc + 3, read from the state dict)."""
-    system = models.build(model_config, height, width)
+    nets = models.networks(model_config, height, width)
     input_nc = _shape(state_dict, "discriminator_0.model0.0.weight", "MultiscaleDiscriminator")[1]
     x = jax.ShapeDtypeStruct((1, height, width, input_nc), jnp.float32)
     shapes = jax.eval_shape(
-        lambda xx: system.discriminator.init({"params": jax.random.key(0)}, xx, train=False), x)
-    return convert(state_dict, shapes, _discriminator_modules(system.discriminator), "discriminator")
+        lambda xx: nets["d"].init({"params": jax.random.key(0)}, xx, train=False), x)
+    return convert(state_dict, shapes, _discriminator_modules(nets["d"]), "discriminator")
 
 
 def encoder_variables(state_dict: Mapping[str, Any], model_config, height: int, width: int) -> dict:
     """Official `ConvEncoder` state dict -> {"params", "spectral"} of our encoder (needs use_vae)."""
     if not model_config.use_vae:
         raise ValueError("The model config has use_vae=False, so it has no encoder.")
-    system = models.build(model_config, height, width)
+    nets = models.networks(model_config, height, width)
     x = jax.ShapeDtypeStruct((1, height, width, 3), jnp.float32)
-    shapes = jax.eval_shape(lambda xx: system.encoder.init({"params": jax.random.key(0)}, xx, train=False), x)
+    shapes = jax.eval_shape(lambda xx: nets["e"].init({"params": jax.random.key(0)}, xx, train=False), x)
     return convert(state_dict, shapes, _encoder_modules, "encoder")
 
 

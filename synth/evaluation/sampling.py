@@ -10,8 +10,8 @@ from synth.pretrained import files
 
 
 def is_stochastic(model: generate.Model) -> bool:
-    """VAE and noise-map (IMLE) models draw a code per sample; the others are deterministic given the layout."""
-    return model.system.encoder is not None or model.system.noise_channels > 0
+    """Whether the system draws something per sample (a VAE's code, a noise map); else one layout, one image."""
+    return model.system.stochastic
 
 
 def to_signed(images_u8) -> np.ndarray:

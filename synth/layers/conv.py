@@ -214,8 +214,21 @@ def _conv_tap_grad_bwd(padding, res, dy):
 conv_tap_grad.defvjp(_conv_tap_grad_fwd, _conv_tap_grad_bwd)
 
 
+def torch_bias_init(fan_in: int) -> nn.initializers.Initializer:
+    """torch's default bias of a conv or linear layer: uniform(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / fan_in ** 0.5
+    return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+BIAS_INITS = ("zeros", "torch")
+PADDING_MODES = ("zeros", "reflect")
+
+
 class Conv(nn.Module):
-    """2-D convolution, NHWC, with torch's symmetric zero padding (default kernel_size // 2)."""
+    """2-D convolution, NHWC, with torch's symmetric padding (default kernel_size // 2), zeros or reflected.
+
+    `bias_init` "zeros" (the SPADE family's init) or "torch" (torch's default, uniform in 1/sqrt(fan_in): the
+    pix2pixHD family leaves biases at it)."""
 
     features: int
     kernel_size: int = 3
@@ -224,12 +237,19 @@ class Conv(nn.Module):
     use_bias: bool = True
     spectral: bool = False
     kernel_init: nn.initializers.Initializer = spade_init()
+    bias_init: str = "zeros"
+    padding_mode: str = "zeros"
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, update_stats: bool = False) -> jnp.ndarray:
         k = self.kernel_size
         kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features))
         p = k // 2 if self.padding is None else self.padding
+        if self.padding_mode == "reflect" and p:
+            x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), mode="reflect")
+            p = 0
+        elif self.padding_mode not in PADDING_MODES:
+            raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {self.padding_mode!r}")
         sigma = None
         if self.spectral:
             sigma = spectral_sigma(self, kernel, update_stats)
@@ -244,7 +264,10 @@ class Conv(nn.Module):
         if sigma is not None:
             y = y / sigma.astype(y.dtype)
         if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(x.dtype)
+            if self.bias_init not in BIAS_INITS:
+                raise ValueError(f"bias_init must be one of {BIAS_INITS}, got {self.bias_init!r}")
+            init = torch_bias_init(k * k * x.shape[-1]) if self.bias_init == "torch" else nn.initializers.zeros
+            y = y + self.param("bias", init, (self.features,)).astype(x.dtype)
         return y
 
 

@@ -28,6 +28,9 @@ over the global batch, as synth's BatchNorm); the 1x1 convs of the blocks have n
 `gen_weights2` emits fout*9 maps for a conv over fmiddle channels, which is consistent only because fout <= fin
 in every block. The official blocks also build `norm_0` and two `DepthConv.norm_layer` BatchNorms that the
 forward pass never uses; they are left out here (26,112 parameters at ngf 64; the converter skips their keys).
+
+The system (`CCFPSESystem`) is SPADE's with this generator and the FPSE discriminator (`synth/models/fpse.py`);
+the VAE encoder, losses and training are shared.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ import jax.numpy as jnp
 from synth.layers import SPADE, BatchNorm, Conv, Dense, nearest_resize, upsample_nearest_2x
 from synth.layers.condconv import predicted_depthwise_conv, to_tap_major
 from synth.layers.conv import ConvParams, conv_stride1
-from synth.models.spade import NUM_UPSAMPLING, latent_size, lrelu
+from synth.models.fpse import FPSEDiscriminator
+from synth.models.spade import NUM_UPSAMPLING, SPADESystem, latent_size, lrelu, vae_encoder
 
 # The FPN's number of levels per upsampling mode (the official code knows these two only).
 PYRAMID_LEVELS = {"normal": 6, "more": 7}
@@ -236,5 +240,26 @@ def unused_official_bn_params(ngf: int) -> int:
     return sum(2 * (fin * ngf + 2 * min(fin, fout) * ngf) for fin, fout in widths)
 
 
-__all__ = ["AffineBatchNorm", "CCFPSEGenerator", "ConvBNAct", "DepthsepCCBlock", "LabelPyramid",
+class CCFPSESystem(SPADESystem):
+    """CC-FPSE: the conditional-convolution generator and the FPSE discriminator on SPADE's system."""
+
+    @staticmethod
+    def build_networks(m, height: int, width: int) -> dict:
+        networks = {
+            "g": CCFPSEGenerator(height=height, width=width, ngf=m.ngf, num_upsampling_layers=m.num_upsampling_layers,
+                                 use_vae=m.use_vae, z_dim=m.z_dim, spectral=m.spectral_g, cc_hidden=m.cc_hidden,
+                                 spade_hidden=m.spade_hidden),
+            "d": FPSEDiscriminator(ndf=m.ndf, spectral=m.spectral_d)}
+        if m.use_vae:
+            networks["e"] = vae_encoder(m)
+        return networks
+
+    def convert_official(self, path: str) -> dict:
+        """The official `latest_net_G.pth` (`synth.convert.ccfpse_torch`)."""
+        from synth.convert import ccfpse_torch
+        return {"g": ccfpse_torch.generator_variables(ccfpse_torch.load_pth(path), self.config.model, self.height,
+                                                      self.width)}
+
+
+__all__ = ["AffineBatchNorm", "CCFPSEGenerator", "CCFPSESystem", "ConvBNAct", "DepthsepCCBlock", "LabelPyramid",
            "WeightPredictor", "unused_official_bn_params"]

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from synth.layers import Conv
 from synth.layers.resample import area_resize, bilinear_resize_align_corners, bilinear_resize_tf1
+from synth.models.base import IMLESystem
 
 # slim.conv2d's default initialiser (xavier_initializer: uniform, fan_avg) for the refinement convs and head;
 # the noise encoder's convs use truncated_normal(stddev=0.15) (train.py:72-78).
@@ -166,3 +167,33 @@ def build(model_config, height: int, width: int) -> CRNGenerator:
     return CRNGenerator(height=height, width=width, widths=widths,
                         num_noise=getattr(model_config, "num_noise", 10),
                         noise_width=getattr(model_config, "noise_width", 100))
+
+
+class CIMLESystem(IMLESystem):
+    """Conditional IMLE: the CRN cascade with the noise encoder, trained by IMLE (registered as "crn")."""
+
+    @staticmethod
+    def build_networks(model_config, height: int, width: int) -> dict:
+        return {"g": build(model_config, height, width)}
+
+    @property
+    def noise_channels(self) -> int:
+        return self.generator.num_noise
+
+    def _zeros(self):
+        seg = jnp.zeros((1, self.height, self.width, self.semantic_nc), jnp.float32)
+        noise = jnp.zeros((1,) + self.noise_shape(), jnp.float32) if self.noise_channels else None
+        return seg, noise
+
+    def init(self, rng: jax.Array) -> dict:
+        k_g, _ = jax.random.split(rng)  # the same split as the IMLE state's (whose key is the second)
+        return {"g": {"params": self.generator.init({"params": k_g}, *self._zeros())["params"]}}
+
+    def convert_official(self, path: str) -> dict:
+        """The official TensorFlow checkpoint (`synth.convert.cimle_tf`)."""
+        from synth.convert import cimle_tf
+        return {"g": cimle_tf.generator_variables(path, self.generator)}
+
+    def reinit_noise_encoder(self, params: dict, key: jax.Array) -> dict:
+        fresh = self.generator.init({"params": key}, *self._zeros())["params"]
+        return {**params, "noise_encoder": fresh["noise_encoder"]}

@@ -13,19 +13,19 @@ The image alone goes through the convs; the layout enters through a projection-s
 Every conv but `tf`, `seg` and `embedding` is `norm_D='spectralinstance'`: spectral norm, no bias,
 InstanceNorm without affine, LeakyReLU 0.2.
 
-Outputs `[feats, preds]`: feats = [feat12, feat13, feat14, feat15] (1/4 .. 1/32, used by feature matching),
-preds = [pred2, pred3, pred4] (1/4, 1/8, 1/16). The official losses (`models/pix2pix_model.py`): hinge GAN loss
-averaged over the three preds (`synth.losses.gan_loss(preds, ...)` computes exactly that), and feature matching
-`sum_i L1(feats_fake[i], feats_real[i]) * lambda_feat / 4` (`feature_matching` below).
+Outputs a `Judgement`: the predictions [pred2, pred3, pred4] (1/4, 1/8, 1/16) as three scales and the features
+[feat12, feat13, feat14, feat15] (1/4 .. 1/32) as four groups of one. The official losses
+(`models/pix2pix_model.py`) are then the shared ones: the hinge GAN loss averaged over the three predictions,
+and feature matching `sum_i L1(feats_fake[i], feats_real[i]) * lambda_feat / 4` (the mean over the groups).
 """
 
 from __future__ import annotations
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from synth.layers import Conv, bilinear_resize, instance_norm
+from synth.models.discriminators import Judgement
 
 IMAGE_CHANNELS = 3
 
@@ -47,8 +47,8 @@ class FPSEDiscriminator(nn.Module):
     spectral: bool = True
 
     @nn.compact
-    def __call__(self, image: jnp.ndarray, segmap: jnp.ndarray | None = None, *, train: bool) -> list:
-        """image [B,H,W,3] in [-1, 1], segmap [B,H,W,semantic_nc] -> [feats (4 maps), preds (3 maps)].
+    def __call__(self, image: jnp.ndarray, segmap: jnp.ndarray | None = None, *, train: bool) -> Judgement:
+        """image [B,H,W,3] in [-1, 1], segmap [B,H,W,semantic_nc] -> Judgement(3 predictions, 4 features).
 
         With `segmap=None`, `image` is the SPADE-family D input concat(semantics, image) (the image in the last
         three channels), as synth's trainer builds it, and is split here. H and W must be multiples of 32.
@@ -93,19 +93,7 @@ class FPSEDiscriminator(nn.Module):
         for head in heads:
             segemb = avg_pool_2x2(segemb)
             preds.append(tf(head) + jnp.sum(segemb * seg(head), axis=-1, keepdims=True))
-        return [[feat12, feat13, feat14, feat15], preds]
+        return Judgement(preds, [[f] for f in (feat12, feat13, feat14, feat15)])
 
 
-def feature_matching(feats_fake, feats_real) -> jnp.ndarray:
-    """CC-FPSE's feature-matching sum: mean over the features of L1(fake, stop_gradient(real)); the caller
-    multiplies by lambda_feat (20 in the official train.sh)."""
-    if len(feats_fake) != len(feats_real):
-        raise ValueError(f"{len(feats_fake)} fake features but {len(feats_real)} real ones")
-    total = jnp.zeros((), jnp.float32)
-    for fake, real in zip(feats_fake, feats_real):
-        diff = fake.astype(jnp.float32) - jax.lax.stop_gradient(real.astype(jnp.float32))
-        total = total + jnp.mean(jnp.abs(diff))
-    return total / len(feats_fake)
-
-
-__all__ = ["FPSEDiscriminator", "avg_pool_2x2", "feature_matching", "upsample_bilinear_2x"]
+__all__ = ["FPSEDiscriminator", "avg_pool_2x2", "upsample_bilinear_2x"]

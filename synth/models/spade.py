@@ -5,14 +5,22 @@
 
 Each block is a SPADE residual block conditioned on the full-resolution layout; spectral norm wraps the
 blocks' convs only (not fc, conv_img or the SPADE MLPs), as in the official code.
+
+The system (`SPADESystem`): this generator, SPADE's multiscale PatchGAN and, with a VAE, the ConvEncoder whose
+style code z replaces the downsampled layout at the generator's input (its KL term is SPADE's own loss).
 """
 
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
+from synth import losses
 from synth.layers import Conv, Dense, SPADE, nearest_resize, upsample_nearest_2x
+from synth.models.base import GANSystem, GeneratorOutput, apply
+from synth.models.discriminators import MultiscaleDiscriminator
+from synth.models.encoder import ConvEncoder
 
 NUM_UPSAMPLING = {"normal": 5, "more": 6, "most": 7}
 
@@ -114,3 +122,78 @@ class SPADEGenerator(nn.Module):
             x = block(nf // 2, "up_4")(x, seg, **kw)
         x = Conv(self.output_nc, 3, name="conv_img")(lrelu(x))
         return jnp.tanh(x)
+
+
+BN_STATS = ("running", "batch")
+
+
+class SPADESystem(GANSystem):
+    """SPADE: the generator above, the multiscale PatchGAN, and with `use_vae` the ConvEncoder trained with G."""
+
+    static_controls = ("bn_stats",)
+
+    def __init__(self, config, spec, height: int, width: int):
+        super().__init__(config, spec, height, width)
+        self.use_vae = bool(config.model.use_vae)
+        self.generator_side = ("g", "e") if self.use_vae else ("g",)
+        # z: a style code [B, z_dim] (VAE models); bn_stats: "running" (torch's eval) or "batch" statistics
+        self.controls = ("z", "bn_stats") if self.use_vae else ("bn_stats",)
+        self.stochastic = self.use_vae
+
+    @staticmethod
+    def build_networks(m, height: int, width: int) -> dict:
+        networks = {
+            "g": SPADEGenerator(height=height, width=width, ngf=m.ngf, num_upsampling_layers=m.num_upsampling_layers,
+                                use_vae=m.use_vae, z_dim=m.z_dim, spectral=m.spectral_g, norm=m.spade_norm,
+                                spade_hidden=m.spade_hidden, spade_kernel=m.spade_kernel),
+            "d": MultiscaleDiscriminator(num_D=m.num_D, ndf=m.ndf, n_layers=m.n_layers_D, spectral=m.spectral_d,
+                                         norm=m.norm_d, legacy_strides=m.legacy_d_strides)}
+        if m.use_vae:
+            networks["e"] = vae_encoder(m)
+        return networks
+
+    def convert_official(self, path: str) -> dict:
+        """The official `latest_net_G.pth` (`synth.convert.spade_torch`)."""
+        from synth.convert import spade_torch
+        return {"g": spade_torch.generator_variables(spade_torch.load_pth(path), self.config.model, self.height,
+                                                     self.width)}
+
+    def init_generator(self, key: jax.Array) -> dict:
+        seg = jnp.zeros((1, self.height, self.width, self.semantic_nc), jnp.float32)
+        z = jnp.zeros((1, self.config.model.z_dim), jnp.float32) if self.use_vae else None
+        return self.generator.init({"params": key}, seg, z, train=False)
+
+    def init_encoder(self, role: str, key: jax.Array) -> dict:
+        return self.networks["e"].init({"params": key}, jnp.zeros((1, self.height, self.width, 3)), train=False)
+
+    def generate(self, variables: dict, cond, batch: dict, key, *, train: bool) -> GeneratorOutput:
+        out, mu, logvar, z = dict(variables), None, None, None
+        if self.use_vae:
+            (mu, logvar), out["e"] = apply(self.networks["e"], variables["e"], batch["image"], train=train)
+            z = mu + jax.random.normal(key, mu.shape, mu.dtype) * jnp.exp(0.5 * logvar)
+        image, out["g"] = apply(self.generator, variables["g"], cond, z, train=train)
+        return GeneratorOutput(image, {"mu": mu, "logvar": logvar}, out)
+
+    def generator_losses(self, aux: dict) -> dict:
+        if not self.use_vae:
+            return {}
+        return {"g_kld": self.config.loss.lambda_kld * losses.kl_divergence(aux["mu"], aux["logvar"])}
+
+    def sample(self, variables: dict, batch: dict, key=None, *, z=None, bn_stats: str = "running"):
+        """Without z, a VAE model draws it from N(0, 1) with `key` (the official test behaviour)."""
+        if bn_stats not in BN_STATS:
+            raise ValueError(f"bn_stats must be one of {BN_STATS}, got {bn_stats!r}.")
+        cond = self.conditioning(batch)
+        if self.use_vae:
+            z_shape = (cond.shape[0], self.config.model.z_dim)
+            if z is None:
+                if key is None:
+                    raise ValueError("This model samples a style code: pass rng (or z).")
+                z = jax.random.normal(key, z_shape)
+            elif tuple(z.shape) != z_shape:
+                raise ValueError(f"z must be {list(z_shape)} for {z_shape[0]} layout(s), got {list(z.shape)}.")
+        return self.generator.apply(variables["g"], cond, z, train=False, bn_stats=bn_stats)
+
+
+def vae_encoder(m) -> ConvEncoder:
+    return ConvEncoder(ndf=m.ngf, z_dim=m.z_dim, input_size=m.encoder_input_size)

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import optax
 
 from synth import imle
-from synth.training.gan_step import make_semantics
+from synth.models import IMLESystem
 
 
 def adam(optim) -> optax.GradientTransformation:
@@ -39,25 +39,19 @@ def learning_rate(config, step) -> jnp.ndarray:
     return lr
 
 
-def init_state(generator, tx, rng: jax.Array, *, height: int, width: int, semantic_nc: int,
-               pool_size: int) -> dict:
-    k_g, k_state = jax.random.split(rng)
-    seg = jnp.zeros((1, height, width, semantic_nc), jnp.float32)
-    noise = jnp.zeros((1, height, width, generator.num_noise), jnp.float32) if generator.num_noise else None
-    params = generator.init({"params": k_g}, seg, noise)["params"]
+def init_state(system: IMLESystem, tx, rng: jax.Array, *, pool_size: int) -> dict:
+    _, k_state = jax.random.split(rng)
+    g = system.init(rng)["g"]
     key_shape = jax.random.key_data(k_state).shape
-    return {"step": jnp.zeros((), jnp.int32), "rng": jax.random.key_data(k_state), "g": {"params": params},
-            "opt_g": tx.init(params), "codes": jnp.zeros((pool_size,) + key_shape, jnp.uint32),
+    return {"step": jnp.zeros((), jnp.int32), "rng": jax.random.key_data(k_state), "g": g,
+            "opt_g": tx.init(g["params"]), "codes": jnp.zeros((pool_size,) + key_shape, jnp.uint32),
             "pool_indices": jnp.zeros((pool_size,), jnp.int32), "pool_epoch": jnp.full((), -1, jnp.int32)}
 
 
-def reinit_noise_encoder(generator, tx, state: dict, epoch: int, semantic_nc: int) -> dict:
+def reinit_noise_encoder(system: IMLESystem, tx, state: dict, epoch: int) -> dict:
     """Fresh noise-encoder weights (from the run's key and the epoch) and fresh Adam moments."""
     key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), 1_000_000 + epoch)
-    h, w = generator.height, generator.width
-    seg = jnp.zeros((1, h, w, semantic_nc), jnp.float32)
-    fresh = generator.init({"params": key}, seg, jnp.zeros((1, h, w, generator.num_noise)))["params"]
-    params = {**state["g"]["params"], "noise_encoder": fresh["noise_encoder"]}
+    params = system.reinit_noise_encoder(state["g"]["params"], key)
     return {**state, "g": {"params": params}, "opt_g": tx.init(params)}
 
 
@@ -67,17 +61,16 @@ def feature_fn(feature_net, feature_params) -> Callable:
     return lambda images: feature_net.apply(feature_params, images)
 
 
-def make_select(generator, distance: imle.Distance, feature_net, spec, *, num_samples: int, chunk: int,
+def make_select(system: IMLESystem, distance: imle.Distance, feature_net, *, num_samples: int, chunk: int,
                 constrain: Callable = lambda x: x):
     """select(params, batch, layout_keys, feature_params) -> (codes, index, distances) for a group of layouts;
     `batch` holds image, label (, instance) and, with loss rebalancing, `weights` [K, H, W]."""
-    to_semantics = make_semantics(spec)
 
     def select(params, batch, layout_keys, feature_params):
-        seg = to_semantics(batch)
+        seg = system.conditioning(batch)
         features = feature_fn(feature_net, feature_params)
-        generate = lambda s, noise: generator.apply({"params": params}, s, noise)  # noqa: E731
-        shape = seg.shape[1:3] + (generator.num_noise,)
+        generate = lambda s, noise: system.render(params, s, noise)  # noqa: E731
+        shape = system.noise_shape(*seg.shape[1:3])
         return imle.nearest_codes(generate, distance, features, seg, batch["image"], batch.get("weights"),
                                   layout_keys, num_samples=num_samples, chunk=chunk, noise_shape=shape,
                                   constrain=constrain)
@@ -85,23 +78,22 @@ def make_select(generator, distance: imle.Distance, feature_net, spec, *, num_sa
     return select
 
 
-def make_imle_step(generator, distance: imle.Distance, feature_net, spec, tx, config,
+def make_imle_step(system: IMLESystem, distance: imle.Distance, feature_net, tx, config,
                    constrain: Callable = lambda x: x):
     """step(state, pool, feature_params) -> (state, metrics); jit it with the state donated."""
-    to_semantics = make_semantics(spec)
     batch_size = config.train.batch_size
 
     def step(state, pool, feature_params):
         key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
         pick = jax.random.randint(key, (batch_size,), 0, pool["image"].shape[0])
         batch = {k: constrain(v[pick]) for k, v in pool.items()}
-        seg, real, weights = to_semantics(batch), batch["image"], batch.get("weights")
-        shape = seg.shape[1:3] + (generator.num_noise,)
+        seg, real, weights = system.conditioning(batch), batch["image"], batch.get("weights")
+        shape = system.noise_shape(*seg.shape[1:3])
         noise = constrain(jax.vmap(lambda c: imle.code_noise(c, shape))(state["codes"][pick]))
         features = feature_fn(feature_net, feature_params)
 
         def loss_fn(params):
-            fake = generator.apply({"params": params}, seg, noise)
+            fake = system.render(params, seg, noise)
             terms = {f"d_{k}": jnp.mean(v) for k, v in distance.terms(features, fake, real, weights).items()}
             return sum(terms.values()), terms
 

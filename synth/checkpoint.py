@@ -1,4 +1,4 @@
-"""Checkpoints of the training state plus the config and dataset they belong to, and preemption handling.
+"""Checkpoints of the training state plus the config and dataset they belong to.
 
 A checkpoint step directory holds two Orbax items:
 
@@ -28,21 +28,8 @@ Orbax choices (orbax-checkpoint 0.12.x, v0 `CheckpointManager`):
   the device (so the caller may donate/overwrite the state); the write finishes in the background.
   Call `wait()` before exiting; `close()` and the context manager also wait.
 
-Preemption (`PreemptionGuard`): a SIGTERM (and optionally SIGINT) handler sets a local flag.
-`requested()` is the stop decision, and it must be the same on every process. With one process it is
-the local flag. With several processes the local flags are combined with
-`multihost_utils.process_allgather` (any process asked to stop -> all stop at the same call). So every
-process must call `requested()` the same number of times, as a training loop does when it calls it once
-per step. `sync_every=N` runs the collective only on every N-th call and returns the last agreed answer
-in between. That saves a host round-trip per step, but the stop can come up to N-1 steps later.
-
-We did not build on JAX's preemption sync point (`multihost_utils.reached_preemption_sync_point`). It
-works with a locally initialised `jax.distributed` (checked with two CPU processes), but it needs the
-step, agrees on a stop step only some steps after the signal, and depends on a SIGTERM handler that the
-coordination service installs in C++. Installing a Python SIGTERM handler, which this guard does,
-replaces that C++ handler (checked: with the guard active, the sync point never fired). So while the guard is active, Orbax's `PreemptionCheckpointingPolicy` (kept in
-the save policy for runs that do not use the guard) does not fire, and the guard's `requested()` +
-`save(..., force=True)` is what saves on preemption.
+Inference restores only what it needs (`restore_subset`: the generator-side weights, by their stored shapes,
+with Orbax's partial restore), so loading a model neither builds the optimiser nor holds its state.
 """
 
 from __future__ import annotations
@@ -50,8 +37,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
-import threading
 from typing import Any, Iterable, Mapping
 
 import jax
@@ -149,6 +134,8 @@ def _handler_registry() -> ocp.handlers.DefaultCheckpointHandlerRegistry:
     meta_handler = ocp.handlers.JsonCheckpointHandler()
     registry.add(_STATE, ocp.args.StandardSave, state_handler)
     registry.add(_STATE, ocp.args.StandardRestore, state_handler)
+    # Partial restores (`restore_subset`) go through the PyTree handler the standard one wraps: same format.
+    registry.add(_STATE, ocp.args.PyTreeRestore, ocp.handlers.PyTreeCheckpointHandler())
     registry.add(_META, ocp.args.JsonSave, meta_handler)
     registry.add(_META, ocp.args.JsonRestore, meta_handler)
     return registry
@@ -179,7 +166,7 @@ def _read_meta(mngr: ocp.CheckpointManager, directory: str, step: int | None) ->
     meta = mngr.restore(step, args=ocp.args.Composite(**{_META: ocp.args.JsonRestore()}))[_META]
     if meta is None:
         raise CheckpointMismatchError(f"Checkpoint {directory!s} step {step} has no '{_META}' item; it was not "
-                                      "written by synth.training.checkpoint.")
+                                      "written by synth.checkpoint.")
     return {"config": meta.get("config", {}), "dataset": meta.get("dataset", {}), "step": step}
 
 
@@ -190,6 +177,30 @@ def read_metadata(directory: str, step: int | None = None) -> dict:
     mngr = _reader(directory)
     try:
         return _read_meta(mngr, directory, step)
+    finally:
+        mngr.close()
+
+
+def restore_subset(directory: str, keys: Iterable[str], step: int | None = None,
+                   sharding: jax.sharding.Sharding | None = None) -> tuple[dict, int]:
+    """({key: subtree}, step) of the state's top-level `keys` that the checkpoint holds (others are skipped),
+    restored with the shapes and dtypes stored in the checkpoint (no target tree needs building) onto
+    `sharding` (default: the first local device). Nothing else of the state is read."""
+    directory = os.path.abspath(os.fspath(directory))
+    mngr = _reader(directory)
+    try:
+        step = _resolve_step(mngr, directory, step)
+        stored = mngr.item_metadata(step)[_STATE]
+        stored = getattr(stored, "tree", stored)
+        if not isinstance(stored, Mapping):
+            raise CheckpointMismatchError(f"Checkpoint {directory} (step {step}) has no readable state tree.")
+        target = {k: stored[k] for k in keys if k in stored}
+        sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        item = jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=sharding), target)
+        restore_args = jax.tree.map(lambda _: ocp.ArrayRestoreArgs(sharding=sharding), target)
+        restored = mngr.restore(step, args=ocp.args.Composite(**{_STATE: ocp.args.PyTreeRestore(
+            item=item, restore_args=restore_args, partial_restore=True)}))[_STATE]
+        return dict(restored), step
     finally:
         mngr.close()
 
@@ -352,74 +363,3 @@ class Checkpointer:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-# ----------------------------------------------------------------------------------------------------
-# Preemption
-
-
-class PreemptionGuard:
-    """While active, SIGTERM (and SIGINT if `sigint=True`) only sets a flag. The training loop polls
-    `requested()` every step, then saves with `force=True`, calls `wait()` and exits.
-
-    With several processes, `requested()` is a collective (see the module docstring). Every process must
-    call it equally often, and all of them get the same answer from the same call. A second SIGINT while
-    a stop is already pending raises KeyboardInterrupt, as an impatient Ctrl-C normally would.
-    Handlers can only be installed from the main thread.
-    """
-
-    def __init__(self, *, sigint: bool = False, sync_every: int = 1):
-        if sync_every < 1:
-            raise ValueError(f"sync_every must be >= 1, got {sync_every}.")
-        self._signals = (signal.SIGTERM, signal.SIGINT) if sigint else (signal.SIGTERM,)
-        self._sync_every = int(sync_every)
-        self._previous: dict[int, Any] = {}
-        self._local = False
-        self._agreed = False
-        self._calls = 0
-        self.signal_received: int | None = None
-
-    def _handle(self, signum, frame) -> None:
-        if signum == signal.SIGINT and self._local:
-            raise KeyboardInterrupt
-        self._local = True
-        self.signal_received = signum
-
-    def request(self) -> None:
-        """Asks for a stop from code instead of a signal (same effect as receiving SIGTERM)."""
-        self._local = True
-
-    def requested(self) -> bool:
-        """Whether to stop now. The answer is the same on all processes, and once True it stays True."""
-        if self._agreed:
-            return True
-        self._calls += 1
-        if jax.process_count() == 1:
-            self._agreed = self._local
-        elif self._calls % self._sync_every == 0:
-            from jax.experimental import multihost_utils
-
-            flags = multihost_utils.process_allgather(np.asarray(self._local, np.int32))
-            self._agreed = bool(np.any(flags))
-        if self._agreed:
-            if self.signal_received is not None:
-                why = signal.Signals(self.signal_received).name
-            else:
-                why = "requested in code" if self._local else "requested by another process"
-            log.warning("Stop requested (%s).", why)
-        return self._agreed
-
-    def __enter__(self) -> "PreemptionGuard":
-        if threading.current_thread() is not threading.main_thread():
-            raise RuntimeError("PreemptionGuard must be entered in the main thread (Python only delivers "
-                               "signals there).")
-        for sig in self._signals:
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, prev in self._previous.items():
-            # None means the previous handler was not installed from Python (for example one from C++).
-            # Python cannot put such a handler back, so the default action is restored instead.
-            signal.signal(sig, prev if prev is not None else signal.SIG_DFL)
-        self._previous.clear()

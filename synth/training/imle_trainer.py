@@ -16,8 +16,9 @@ import numpy as np
 
 from data_pipelines import pipeline, sources
 from synth import cache, imle, rarity, rarity_cache
+from synth.pretrained.feature_net import load_feature_net
 from synth.training import imle_step, sharding
-from synth.training.loop import MODEL_KEYS, BaseTrainer, load_feature_net
+from synth.training.base_trainer import BaseTrainer
 
 log = logging.getLogger("synth")
 
@@ -37,16 +38,13 @@ def check_imle_config(cfg, devices: int) -> None:
 class IMLETrainer(BaseTrainer):
     """Conditional IMLE's trainer: per epoch a pool with selected codes, then jitted inner steps on it."""
 
-    grid_samples = 3  # label | real | three samples with different noise
-
-    def __init__(self, config, workdir: str, mesh=None):
-        super().__init__(config, workdir, mesh)
+    def __init__(self, config, workdir: str, mesh=None, system=None):
+        super().__init__(config, workdir, mesh, system)
         cfg = config.imle
         check_imle_config(cfg, self.mesh.devices.size)
-        if self.system.paradigm != "imle" or not self.system.noise_channels:
+        if self.system.trainer != "imle" or not self.system.noise_channels:
             raise ValueError(f"config.model.name {config.model.name!r} with num_noise "
                              f"{config.model.get('num_noise')} cannot be trained by IMLE (it needs a noise input).")
-        self.generator = self.system.generator
         self.tx = imle_step.adam(config.optim)
         self.distance = imle.Distance(tuple((str(n), float(w)) for n, w in cfg.layer_weights))
         self.feature_net = self.feature_params = None
@@ -58,15 +56,13 @@ class IMLETrainer(BaseTrainer):
         constrain = lambda x: jax.lax.with_sharding_constraint(x, by_batch)  # noqa: E731
         self.train_source = sources.get_source(config.data, "train")
         self.preprocess = sources.preprocess_of(config.data).for_eval()  # the official code neither flips nor crops
-        step = imle_step.make_imle_step(self.generator, self.distance, self.feature_net, self.spec, self.tx,
-                                        config, constrain)
+        step = imle_step.make_imle_step(self.system, self.distance, self.feature_net, self.tx, config, constrain)
         self.step = jax.jit(step, donate_argnums=(0,), out_shardings=(self.replicated, self.replicated))
-        select = imle_step.make_select(self.generator, self.distance, self.feature_net, self.spec,
-                                       num_samples=cfg.num_samples, chunk=cfg.chunk, constrain=constrain)
+        select = imle_step.make_select(self.system, self.distance, self.feature_net, num_samples=cfg.num_samples,
+                                       chunk=cfg.chunk, constrain=constrain)
         self.select = jax.jit(select, out_shardings=self.replicated)
-        self._reinit = jax.jit(lambda state, epoch: imle_step.reinit_noise_encoder(
-            self.generator, self.tx, state, epoch, self.spec.semantic_nc), static_argnums=1,
-            donate_argnums=0, out_shardings=self.replicated)
+        self._reinit = jax.jit(lambda state, epoch: imle_step.reinit_noise_encoder(self.system, self.tx, state, epoch),
+                               static_argnums=1, donate_argnums=0, out_shardings=self.replicated)
         self.rarity = self.sampler = None
         if cfg.rebalance_data or cfg.rebalance_loss:
             colours, self.rarity = rarity_cache.load_or_compute(
@@ -77,9 +73,7 @@ class IMLETrainer(BaseTrainer):
                 self.sampler = rarity.RebalancedSampler(self.rarity, cycle, seed=config.train.seed)
                 log.info("Dataset rebalancing cycles through classes %s.", cycle)
         self._pool = None
-        self._finish_init(lambda rng: imle_step.init_state(
-            self.generator, self.tx, rng, height=self.height, width=self.width,
-            semantic_nc=self.spec.semantic_nc, pool_size=cfg.pool_size))
+        self._finish_init(lambda rng: imle_step.init_state(self.system, self.tx, rng, pool_size=cfg.pool_size))
 
     def initial_state(self) -> dict:
         """The latest checkpoint; else a fresh state, from `imle.warm_start` (a CRN checkpoint) when given."""
@@ -118,7 +112,7 @@ class IMLETrainer(BaseTrainer):
         """The pool's preprocessed examples (with rarity masks under loss rebalancing), replicated."""
         batches = pipeline.eval_dataset(self.train_source, self.preprocess, len(indices), process_index=0,
                                         process_count=1, indices=indices)
-        pool = {k: v for k, v in next(iter(batches)).items() if k in MODEL_KEYS}
+        pool = {k: v for k, v in next(iter(batches)).items() if k in self.system.batch_keys}
         if self.config.imle.rebalance_loss:
             pool["weights"] = np.stack([self.rarity.pixel_weights(int(i), label, self.spec.table.ignore_id)
                                         for i, label in zip(indices, pool["label"])]).astype(np.float32)
@@ -157,14 +151,6 @@ class IMLETrainer(BaseTrainer):
         return state, pool, stats
 
     # -- hooks of the run loop
-
-    def sample(self, state, batch: dict, key) -> jax.Array:
-        seg = imle_step.make_semantics(self.spec)(batch)
-        noise = jax.random.normal(key, seg.shape[:3] + (self.generator.num_noise,))
-        return self.generator.apply({"params": state["g"]["params"]}, seg, noise)
-
-    def parameter_groups(self, state) -> dict:
-        return {"g": state["g"]["params"]}
 
     def begin(self, state, start: int) -> None:
         self._pool = None

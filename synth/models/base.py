@@ -1,0 +1,206 @@
+"""The system interface: what one synthesis system declares, in one place, so that the trainers, the sampling
+API and the evaluation protocols know no model by name (scenic's `BaseModel`; the registry is
+`synth/models/__init__.py`).
+
+A system declares
+* `batch_keys`: the batch entries it reads (label, instance and image; an exemplar or a style image for later
+  systems), and `conditioning(batch)`: how a batch becomes the layout tensor its networks take;
+* its networks by role (`networks`): `generator_side`, the roles the generator-side optimiser trains together
+  (G plus any encoder or correspondence network), and the discriminator "d" of a GAN system;
+* `init(rng)`: every network's variables, by role;
+* its forward passes: `generate` (the generator side in training, with what its own losses need),
+  `discriminate` (a `Judgement`), and `sample` (eval-mode images; the one path of `synth.generate`, the
+  trainer's samples and the evaluation protocols), with the `controls` `sample` accepts (a style code, a noise
+  map, ...) and whether it is `stochastic`;
+* its loss terms beyond the shared adversarial, feature-matching and perceptual ones (`generator_losses`);
+* `trainer`: which trainer trains it ("gan": `synth/training/gan_step.py`; "imle": `imle_step.py`).
+
+Variables of a role are a dict of flax collections ({"params", "batch_stats", "spectral"}); the training state
+holds them under the role's name, so state keys are the roles ("g", "e", "d").
+"""
+
+from __future__ import annotations
+
+import abc
+import functools
+from typing import Any, ClassVar, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from synth import semantics
+from synth.models.discriminators import Judgement
+
+
+def apply(module: nn.Module, variables: dict, *args, **kwargs) -> tuple[Any, dict]:
+    """`module.apply` with every collection but the parameters mutable -> (output, the variables afterwards)."""
+    mutable = [c for c in variables if c != "params"]
+    out, updates = module.apply(variables, *args, mutable=mutable, **kwargs)
+    return out, {**variables, **updates}
+
+
+class GeneratorOutput(NamedTuple):
+    image: jnp.ndarray  # [B, H, W, 3] in [-1, 1]
+    aux: dict  # what the system's own losses need (e.g. the VAE's mu and logvar)
+    variables: dict  # the generator-side variables after the forward (statistics and spectral vectors advanced)
+
+
+class System(abc.ABC):
+    """One synthesis system: built from the whole config (model, loss and data sections) and the dataset spec."""
+
+    trainer: ClassVar[str]
+    batch_keys: ClassVar[tuple[str, ...]] = ("label", "instance", "image")
+    generator_side: tuple[str, ...] = ("g",)
+
+    def __init__(self, config, spec, height: int, width: int):
+        self.config, self.spec, self.height, self.width = config, spec, int(height), int(width)
+        self.networks = self.build_networks(config.model, self.height, self.width)
+
+    # -- networks
+
+    @staticmethod
+    @abc.abstractmethod
+    def build_networks(model_config, height: int, width: int) -> dict[str, nn.Module]:
+        """The networks by role ("g", and "d", "e", ... as the system has them)."""
+
+    @property
+    def generator(self) -> nn.Module:
+        return self.networks["g"]
+
+    @property
+    def semantic_nc(self) -> int:
+        return self.spec.semantic_nc
+
+    @abc.abstractmethod
+    def init(self, rng: jax.Array) -> dict:
+        """{role: variables} for every network."""
+
+    def convert_official(self, path: str) -> dict:
+        """{role: variables} of the generator side from the official release file at `path`."""
+        raise ValueError(f"There is no converter for official {self.config.model.name!r} files.")
+
+    def conditioning(self, batch: dict) -> jnp.ndarray:
+        """The layout tensor [B, H, W, semantic_nc]: one-hot (+ dontcare channel) (+ instance edges)."""
+        t = self.spec.table
+        return semantics.semantic_input(batch, num_classes=t.num_classes, ignore_id=t.ignore_id,
+                                        contain_dontcare=t.contain_dontcare, use_instance=self.spec.use_instance)
+
+    # -- inference
+
+    controls: ClassVar[tuple[str, ...]] = ()
+    stochastic: bool = False  # whether samples of one layout differ with the key
+
+    def inference_variables(self, state: dict, use_ema: bool = False) -> dict:
+        """The generator-side variables `sample` takes, from a training state (or a loaded model's subset of one);
+        with `use_ema` and an EMA in the state, G's parameters are the averaged ones."""
+        variables = {role: state[role] for role in self.generator_side if role in state}
+        if use_ema and "ema_g" in state:
+            variables["g"] = {**variables["g"], "params": state["ema_g"]}
+        return variables
+
+    @abc.abstractmethod
+    def sample(self, variables: dict, batch: dict, key: jax.Array | None = None, **controls) -> jnp.ndarray:
+        """Eval-mode images [B, H, W, 3] in [-1, 1] for a batch (label, instance), drawing what is random from `key`."""
+
+    @functools.cached_property
+    def jitted_sample(self):
+        """`sample`, compiled once per input shape and set of controls (string controls are static)."""
+        return jax.jit(self.sample, static_argnames=self.static_controls)
+
+    static_controls: ClassVar[tuple[str, ...]] = ()
+
+    def check_controls(self, controls: dict) -> None:
+        unknown = sorted(set(controls) - set(self.controls))
+        if unknown:
+            takes = f"it takes {', '.join(self.controls)}" if self.controls else "it takes none"
+            raise ValueError(f"A {self.config.model.name} model with these settings takes no {', '.join(unknown)} "
+                             f"({takes}).")
+
+
+class GANSystem(System):
+    """A system trained by the shared GAN step: a generator side and one discriminator "d" that sees
+    concat(layout, image). Subclasses build the networks and, where they differ from SPADE's, the forward passes."""
+
+    trainer = "gan"
+
+    @property
+    def discriminator(self) -> nn.Module:
+        return self.networks["d"]
+
+    def init(self, rng: jax.Array) -> dict:
+        # The same split as before the interface existed (and the state's own key is the fourth).
+        k_g, k_d, k_e, _ = jax.random.split(rng, 4)
+        variables = {"g": {"batch_stats": {}, "spectral": {}, **self.init_generator(k_g)},
+                     "d": {"spectral": {}, **self.discriminator.init(
+                         {"params": k_d}, jnp.zeros((1, self.height, self.width, self.semantic_nc + 3)),
+                         train=False)}}
+        for role in self.generator_side:
+            if role != "g":
+                variables[role] = {"spectral": {}, **self.init_encoder(role, k_e)}
+        return variables
+
+    @abc.abstractmethod
+    def init_generator(self, key: jax.Array) -> dict:
+        """G's variables."""
+
+    def init_encoder(self, role: str, key: jax.Array) -> dict:
+        raise NotImplementedError(f"{type(self).__name__} has no network {role!r} to initialise.")
+
+    @abc.abstractmethod
+    def generate(self, variables: dict, cond: jnp.ndarray, batch: dict, key: jax.Array, *,
+                 train: bool) -> GeneratorOutput:
+        """The generator side's forward in training (`train` advances statistics and spectral vectors)."""
+
+    def discriminate(self, variables: dict, cond: jnp.ndarray, image: jnp.ndarray, *,
+                     train: bool) -> tuple[Judgement, dict]:
+        """D's verdict on (layout, image) and D's variables after it (`train` runs a power iteration)."""
+        return apply(self.discriminator, variables, jnp.concatenate([cond, image], -1), train=train)
+
+    def generator_losses(self, aux: dict) -> dict:
+        """Loss terms beyond the shared adversarial, feature-matching and perceptual ones (already weighted)."""
+        return {}
+
+
+class IMLESystem(System):
+    """A system trained by conditional IMLE (`synth/training/imle_step.py`): a generator of a layout and a noise
+    map, no discriminator; the trainer searches each image's nearest noise code and regresses on it."""
+
+    trainer = "imle"
+    controls = ("noise",)
+    stochastic = True
+
+    @property
+    @abc.abstractmethod
+    def noise_channels(self) -> int:
+        """Channels of the per-pixel noise map."""
+
+    def noise_shape(self, height: int | None = None, width: int | None = None) -> tuple[int, int, int]:
+        return (height or self.height, width or self.width, self.noise_channels)
+
+    def render(self, params: dict, cond: jnp.ndarray, noise: jnp.ndarray) -> jnp.ndarray:
+        """G(layout, noise) with the given parameters (training and the code search)."""
+        return self.generator.apply({"params": params}, cond, noise)
+
+    @abc.abstractmethod
+    def reinit_noise_encoder(self, params: dict, key: jax.Array) -> dict:
+        """`params` with the noise encoder freshly initialised from `key` (the paper's re-initialisation)."""
+
+    def sample(self, variables: dict, batch: dict, key: jax.Array | None = None, *, noise=None) -> jnp.ndarray:
+        cond = self.conditioning(batch)
+        b = cond.shape[0]
+        shape = self.noise_shape()
+        if noise is None:
+            if key is None:
+                raise ValueError("This model samples a noise map: pass rng (or noise).")
+            noise = jax.random.normal(key, (b,) + shape)
+        noise = jnp.asarray(noise, jnp.float32)
+        if noise.shape == shape:
+            noise = jnp.broadcast_to(noise, (b,) + shape)
+        if noise.shape != (b,) + shape:
+            raise ValueError(f"noise must be {shape} or {(b,) + shape} for {b} layout(s) at the model's size, "
+                             f"got {noise.shape}.")
+        return self.render(variables["g"]["params"], cond, noise)
+
+
+__all__ = ["GANSystem", "GeneratorOutput", "IMLESystem", "Judgement", "System", "apply"]

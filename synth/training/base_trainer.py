@@ -1,0 +1,202 @@
+"""`BaseTrainer`: the run loop every trainer shares, whatever system it trains.
+
+Mesh -> data -> system and state (restored when the workdir holds a checkpoint) -> the subclass's steps over the
+data -> CLU scalars, image grids, progress and ETA -> Orbax checkpoints (periodic, final, on SIGTERM) -> the
+class-colour error of the first and last model on validation layouts. Samples come from the system's `sample`.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import logging
+import os
+import time
+
+import jax
+import numpy as np
+
+from data_pipelines import pipeline, sources
+from synth import checkpoint, models
+from synth.metrics.colour import ClassColourAccumulator
+from synth.training import sharding
+from synth.training.preemption import PreemptionGuard
+
+log = logging.getLogger("synth")
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite; the last good checkpoint is left in place."""
+
+
+def _grid(label_rgb, real, fake) -> np.ndarray:
+    to_u8 = lambda x: np.round((np.asarray(x) + 1) * 127.5).clip(0, 255).astype(np.uint8)  # noqa: E731
+    rows = [np.concatenate([l, to_u8(r), to_u8(f)], 1) for l, r, f in zip(label_rgb, real, fake)]
+    return np.concatenate(rows, 0)
+
+
+class BaseTrainer(abc.ABC):
+    """What every trainer shares: mesh, system, checkpointer, evaluation and the run loop.
+
+    A subclass sets `self._init` (rng -> state, through `_finish_init`) and `self.feature_params`, and implements
+    `train_step` (one step of its training method, from the host's side).
+    """
+
+    def __init__(self, config, workdir: str, mesh=None, system: models.System | None = None):
+        self.config, self.workdir = config, workdir
+        self.mesh = sharding.make_mesh() if mesh is None else mesh
+        sharding.check_batch_size(config.train.batch_size, self.mesh)
+        self.system = models.build(config) if system is None else system
+        self.spec, self.height, self.width = self.system.spec, self.system.height, self.system.width
+        self.replicated = sharding.replicated(self.mesh)
+        self.feature_note = None
+
+    def _finish_init(self, init) -> None:
+        self._init = init
+        self.abstract_state = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.replicated),
+            jax.eval_shape(init, jax.random.key(0)))
+        self._generate = jax.jit(self.sample)
+        self.checkpointer = checkpoint.Checkpointer(
+            os.path.join(self.workdir, "checkpoints"), keep=self.config.train.keep_checkpoints,
+            every_steps=self.config.train.checkpoint_every)
+
+    def initial_state(self) -> dict:
+        """Restores the latest checkpoint of the workdir, or initialises from `train.seed`."""
+        if self.checkpointer.latest_step() is not None:
+            state = self.checkpointer.restore(self.abstract_state, config=self.config)
+            log.info("Resumed from step %d in %s.", int(state["step"]), self.checkpointer.directory)
+            return state
+        # Init runs once: compile it at -O0, which halves its (PRNG-dominated) compile time.
+        rng = jax.random.key(self.config.train.seed)
+        init = jax.jit(self._init, out_shardings=self.replicated).lower(rng).compile(
+            compiler_options={"xla_backend_optimization_level": 0})
+        return init(rng)
+
+    def global_batch(self, batch: dict) -> dict:
+        return sharding.to_global({k: batch[k] for k in self.system.batch_keys if k in batch}, self.mesh)
+
+    def eval_batches(self):
+        source = sources.get_source(self.config.data, "validation")
+        batches = pipeline.eval_dataset(source, sources.preprocess_of(self.config.data),
+                                        self.config.train.batch_size)
+        for i, batch in enumerate(batches):
+            if i >= self.config.train.eval_batches:
+                return
+            yield batch
+
+    def sample(self, state, batch: dict, key) -> jax.Array:
+        """Eval-mode images for a batch: the system's `sample` with the state's current (not averaged) weights."""
+        return self.system.sample(self.system.inference_variables(state), batch, key)
+
+    def evaluate(self, state) -> dict:
+        """Class-colour error of eval-mode samples on the first `train.eval_batches` validation batches."""
+        acc = ClassColourAccumulator(self.spec.table.num_classes)
+        key = jax.random.key(self.config.train.seed + 1)
+        for i, batch in enumerate(self.eval_batches()):
+            fake = self._generate(state, self.global_batch(batch), jax.random.fold_in(key, i))
+            acc.add(np.asarray(fake), batch["image"], batch["label"], batch["mask"])
+        error = acc.result()
+        if not np.isfinite(error):
+            # E.g. CC-FPSE at initialisation: eval mode uses the spectral-norm vectors without a power iteration,
+            # as torch does, and the untrained vectors underestimate sigma; the first training step fixes it.
+            log.warning("Generated images are not finite in eval mode at step %d; class-colour error is NaN.",
+                        int(state["step"]))
+        return {"class_colour_error": error}
+
+    def sample_grid(self, state, batch, samples: int = 1) -> np.ndarray:
+        """Rows of label | real | `samples` samples (each with its own key)."""
+        key = jax.random.key(self.config.train.seed + 2)
+        fakes = [self._generate(state, self.global_batch(batch), key if s == 0 else jax.random.fold_in(key, s))
+                 for s in range(samples)]
+        grids = [_grid(self.spec.table.colourise(batch["label"]), batch["image"], f) for f in fakes]
+        return np.concatenate([grids[0]] + [g[:, 2 * self.width:] for g in grids[1:]], 1)
+
+    # -- hooks of the run loop
+
+    def begin(self, state, start: int) -> None:
+        """Called once before the first step of this run (e.g. to open the input stream at `start`)."""
+
+    @abc.abstractmethod
+    def train_step(self, state, step: int, writer, summary: dict):
+        """One training step at `step` -> (state, metrics as numpy scalars)."""
+
+    def parameter_groups(self, state) -> dict:
+        return {role: state[role]["params"] for role in self.system.networks if role in state}
+
+    @property
+    def grid_samples(self) -> int:
+        """Samples per layout in the image grids: three for a system whose samples differ with the key."""
+        return 3 if self.system.stochastic else 1
+
+    def run(self, stop_at: int | None = None) -> dict:
+        """Trains to `train.num_steps` (or stops early at `stop_at`, saving as a preemption would)."""
+        # The guard is up before the first compile, so a SIGTERM at any point ends in a saved step.
+        with PreemptionGuard() as guard:
+            return self._run(guard, stop_at)
+
+    def _run(self, guard, stop_at: int | None) -> dict:
+        from clu import metric_writers, parameter_overview, periodic_actions
+        from PIL import Image
+
+        config, train = self.config, self.config.train
+        os.makedirs(self.workdir, exist_ok=True)
+        writer = metric_writers.create_default_writer(self.workdir, just_logging=jax.process_index() > 0)
+        state = self.initial_state()
+        start = int(state["step"])
+        if start == 0:
+            writer.write_hparams({k: str(v) for k, v in config.to_dict().items()})
+            for name, params in self.parameter_groups(state).items():
+                parameter_overview.log_parameter_overview(params, msg=f"{name} parameters")
+        summary = {"start_step": start}
+        sample_batch = next(iter(self.eval_batches()))
+        samples_dir = os.path.join(self.workdir, "samples")
+        os.makedirs(samples_dir, exist_ok=True)
+        if start == 0:
+            summary["step_0"] = self.evaluate(state)
+            log.info("step 0: %s", summary["step_0"])
+        self.begin(state, start)
+        progress = periodic_actions.ReportProgress(num_train_steps=train.num_steps, writer=writer,
+                                                   every_steps=train.log_every)
+        history: dict[str, list] = {}
+        began, step = time.time(), start
+        with metric_writers.ensure_flushes(writer):
+            while step < train.num_steps:
+                with jax.profiler.StepTraceAnnotation("train", step_num=step):
+                    state, metrics = self.train_step(state, step, writer, summary)
+                bad = sorted(k for k, v in metrics.items() if not np.isfinite(v))
+                if bad:
+                    self.checkpointer.wait()
+                    raise TrainingDiverged(
+                        f"Training diverged at step {step + 1}: {', '.join(bad)} became non-finite. The last "
+                        f"good checkpoint is step {self.checkpointer.latest_step()} in "
+                        f"{self.checkpointer.directory}; lower the learning rates or check the data.")
+                step += 1
+                for k, v in metrics.items():
+                    history.setdefault(k, []).append(float(v))
+                progress(step)
+                if step % train.log_every == 0 or step == train.num_steps:
+                    writer.write_scalars(step, {k: float(np.mean(v[-train.log_every:])) for k, v in history.items()})
+                if step % train.image_every == 0 or step == train.num_steps:
+                    grid = self.sample_grid(state, sample_batch, self.grid_samples)
+                    writer.write_images(step, {"label_real_fake": grid[None]})
+                    Image.fromarray(grid).save(os.path.join(samples_dir, f"step_{step:07d}.png"))
+                self.checkpointer.save(step, state, config=config, dataset=self.spec)
+                out_of_time = train.get("max_seconds", 0) and time.time() - began > train.max_seconds
+                if guard.requested() or out_of_time or step == stop_at:
+                    reason = ("train.max_seconds reached" if out_of_time else
+                              "preemption" if guard.requested() else f"stop_at={stop_at}")
+                    log.warning("Stopping at step %d (%s).", step, reason)
+                    break
+            self.checkpointer.save(step, state, config=config, dataset=self.spec, force=True)
+            self.checkpointer.wait()
+        summary.update({"final_step": step, "train_seconds": round(time.time() - began, 1),
+                        "final": self.evaluate(state),
+                        "losses_last_log": {k: float(np.mean(v[-train.log_every:])) for k, v in history.items()}})
+        grid = self.sample_grid(state, sample_batch, self.grid_samples)
+        Image.fromarray(grid).save(os.path.join(self.workdir, "samples.png"))
+        if self.feature_note:
+            summary["note"] = self.feature_note
+        with open(os.path.join(self.workdir, "train_summary.json"), "w") as f:
+            json.dump(summary, f, indent=1)
+        return {"state": state, **summary}
