@@ -35,7 +35,7 @@ def main(argv):
     del argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from synth import evaluation, generate
-    from synth.metrics import scene_segmenter
+    from synth.evaluation.scenes import segmenter as scene_segmenter
     from synth import logs
 
     logs.configure()

@@ -19,14 +19,14 @@ import sys
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import harness  # noqa: E402,F401  (puts the repository on sys.path)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from synth import generate  # noqa: E402
 from synth.models.spade import lrelu  # noqa: E402
-from synth.training import gan_step, loop  # noqa: E402
+from synth.training import loop  # noqa: E402
 
 BLOCKS = ("head_0", "G_middle_0", "G_middle_1", "up_0", "up_1", "up_2", "up_3")
 
@@ -65,7 +65,7 @@ def main():
         fresh = trainer.initial_state()
         batch = next(iter(trainer.eval_batches()))
         trainer.checkpointer.close()
-    seg = gan_step.make_semantics(model.spec)(batch)
+    seg = model.system.conditioning(batch)
     print(json.dumps({"checkpoint": args.checkpoint_dir, "step": model.step,
                       "initialisation": conditional_path_share(model.system, fresh["g"], seg),
                       "trained": conditional_path_share(model.system, model.state["g"], seg)}, indent=1))

@@ -28,7 +28,7 @@ import resource
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import harness  # noqa: E402,F401  (puts the repository on sys.path)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

@@ -19,7 +19,7 @@ Compared (max abs difference, float32 on both sides):
   predictions;
 * the encoder (mu, logvar) in both modes (crop_size 256, so the official encoder has its 6 layers);
 * the loss terms, computed by the official `Pix2PixModel.compute_generator_loss` / `compute_discriminator_loss`
-  (D in eval mode, a fixed fake; VGG off) against `synth.losses.gan_loss` and `synth.models.fpse.feature_matching`;
+  (D in eval mode, a fixed fake; VGG off) against `synth.losses.gan_loss` and `synth.losses.feature_matching` on the FPSE judgement;
 * a control: the eval generator with the predicted kernels' taps transposed (3i+j -> 3j+i) in our converted
   weights, which must differ clearly, so the figures above do test the depthwise-conv layout.
 
@@ -46,12 +46,11 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import harness  # noqa: E402,F401  (puts the repository on sys.path)
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from parity_spade import max_abs, tree_max_abs  # noqa: E402
+max_abs, tree_max_abs = harness.max_abs, harness.tree_max_abs
 
 DEFAULT_ROOT = os.environ.get("CCFPSE_ROOT", "/tmp/ccfpse_ref")
 
@@ -286,7 +285,6 @@ def compare(out: str, setting: dict) -> dict:
     from configs.ccfpse_common import ccfpse_model
     from synth import losses, models
     from synth.convert import ccfpse_torch
-    from synth.models import fpse
 
     h, w = setting["height"], setting["width"]
     up = "more" if setting["dataset_mode"] == "cityscapes" else "normal"
@@ -332,10 +330,11 @@ def compare(out: str, setting: dict) -> dict:
     for mode in ("train", "eval"):
         x, s = jnp.asarray(io[f"D_{mode}_img"]), jnp.asarray(io[f"D_{mode}_seg"])
         if mode == "train":
-            (feats, preds), new = d_train(d0, x, s)
+            (preds, groups), new = d_train(d0, x, s)
             d_report["train_spectral_uv_max_abs_diff"] = tree_max_abs(new["spectral"], d1["spectral"])
         else:
-            feats, preds = d_eval(d1, x, s)
+            preds, groups = d_eval(d1, x, s)
+        feats = [g[0] for g in groups]  # the Judgement's four feature groups of one
         per = {f"feat1{i + 2}": max_abs(f, io[f"D_{mode}_feat{i}"]) for i, f in enumerate(feats)}
         per.update({f"pred{i + 2}": max_abs(q, io[f"D_{mode}_pred{i}"]) for i, q in enumerate(preds)})
         d_report[f"{mode}_max_abs_diff"] = max(per.values())
@@ -358,10 +357,11 @@ def compare(out: str, setting: dict) -> dict:
     # loss terms: one D pass over concat(fake, real) as the official `discriminate`
     seg, real, fake = (jnp.asarray(io[k]) for k in ("L_seg", "L_real", "L_fake"))
     b = seg.shape[0]
-    feats, preds = d_eval(d1, jnp.concatenate([fake, real], 0), jnp.concatenate([seg, seg], 0))
+    preds, groups = d_eval(d1, jnp.concatenate([fake, real], 0), jnp.concatenate([seg, seg], 0))
     pf, pr = [p[:b] for p in preds], [p[b:] for p in preds]
+    halves = lambda half: [[f[half] for f in g] for g in groups]  # noqa: E731
     ours = {"g_gan": losses.gan_loss(pf, target_is_real=True, for_discriminator=False),
-            "g_feat": 20.0 * fpse.feature_matching([f[:b] for f in feats], [f[b:] for f in feats]),
+            "g_feat": 20.0 * losses.feature_matching(halves(slice(None, b)), halves(slice(b, None)), mode="fpse"),
             "d_fake": losses.gan_loss(pf, target_is_real=False, for_discriminator=True),
             "d_real": losses.gan_loss(pr, target_is_real=True, for_discriminator=True)}
     report["losses"] = {k: dict(ours=float(v), official=float(io[f"L_{k}"]),

@@ -40,7 +40,7 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import harness  # noqa: E402,F401  (puts the repository on sys.path)
 
 import numpy as np  # noqa: E402
 
@@ -251,19 +251,12 @@ def run_torch(torch_python: str, spade_root: str, out: str, setting: dict, init_
     return proc.stdout.strip()
 
 
-def max_abs(a, b) -> float:
-    a, b = np.asarray(a), np.asarray(b)
-    if a.shape != b.shape:
-        raise ValueError(f"shape mismatch {a.shape} vs {b.shape}")
-    return float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) if a.size else 0.0
+max_abs, tree_max_abs = harness.max_abs, harness.tree_max_abs
 
 
-def tree_max_abs(a: dict, b: dict) -> float:
-    import jax
-
-    if jax.tree.structure(a) != jax.tree.structure(b):
-        raise ValueError("variable trees differ")
-    return max((max_abs(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))), default=0.0)
+def layer_outputs(judgement) -> list:
+    """Each scale's layer outputs, its prediction last: the official multiscale D's output list."""
+    return [list(f) + [p] for f, p in zip(judgement.features, judgement.predictions)]
 
 
 def compare(out: str, setting: dict) -> dict:
@@ -306,7 +299,7 @@ def compare(out: str, setting: dict) -> dict:
     system = models.networks(cfg, h, w)
     variables = spade_torch.discriminator_variables(sd["D"], cfg, h, w)
     run = jax.jit(lambda v, x: system["d"].apply(v, x, train=False))
-    outs = run(variables, jnp.asarray(io["D_in"]))
+    outs = layer_outputs(run(variables, jnp.asarray(io["D_in"])))
     layers, worst = {}, 0.0
     for i, scale in enumerate(outs):
         for n, y in enumerate(scale):
@@ -317,6 +310,7 @@ def compare(out: str, setting: dict) -> dict:
     before = spade_torch.discriminator_variables(sd["D_S0"], cfg, h, w)
     train = jax.jit(lambda v, x: system["d"].apply(v, x, train=True, mutable=["spectral"]))
     outs_train, new = train(before, jnp.asarray(io["D_train_in"]))
+    outs_train = layer_outputs(outs_train)
     train_worst = max(max_abs(y, io[f"D_train_out_{i}_{n}"]) for i, scale in enumerate(outs_train)
                       for n, y in enumerate(scale))
     report["discriminator"] = dict(max_abs_diff=worst, per_output=layers, ref_std_final=float(last.std()),

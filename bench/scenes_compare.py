@@ -20,7 +20,7 @@ import shutil
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import harness  # noqa: E402,F401  (puts the repository on sys.path)
 
 
 def main():
@@ -35,8 +35,7 @@ def main():
     from synth.training.loop import configure_logging, train_and_evaluate
 
     configure_logging()
-    jax.config.update("jax_compilation_cache_dir", os.path.expanduser("~/.cache/synth-jax"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    harness.use_compile_cache()
     results = {"seconds": args.seconds, "runs": {}}
     for name in args.configs.split(","):
         module, _, arg = name.partition(":")

@@ -19,7 +19,7 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import harness  # noqa: E402,F401  (puts the repository on sys.path)
 
 RUNS = (("scenes_cimle", None), ("scenes_cimle", "uniform"), ("scenes_spade", None))
 
@@ -40,8 +40,7 @@ def main():
     from synth.training.loop import configure_logging, train_and_evaluate
 
     configure_logging()
-    jax.config.update("jax_compilation_cache_dir", os.path.expanduser("~/.cache/synth-jax"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    harness.use_compile_cache()
     results = {"seconds": args.seconds, "layouts": args.layouts, "samples_per_layout": args.samples, "runs": {}}
     for name, arg in RUNS:
         config = importlib.import_module(f"configs.{name}").get_config(arg)

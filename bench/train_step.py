@@ -11,32 +11,14 @@ Usage: python bench/train_step.py [--settings tiny,large] [--steps 5]
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
-import statistics
-import subprocess
-import sys
-import tempfile
-import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import harness
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-from jax.extend import core as jax_core  # noqa: E402
 import ml_collections as mlc  # noqa: E402
-import numpy as np  # noqa: E402
 
 from configs.common import spade_model  # noqa: E402
-from data_pipelines import labels  # noqa: E402
-from data_pipelines.sources import DatasetSpec  # noqa: E402
-from synth import models  # noqa: E402
 from synth.layers import conv  # noqa: E402
-from synth.pretrained.vgg import VGG, random_vgg19_params  # noqa: E402
-from synth.training import gan_step, optimizers  # noqa: E402
-from synth.training import state as state_lib  # noqa: E402
 
 SETTINGS = {
     "tiny": dict(size=64, classes=12, ngf=32, ndf=32, batch=8, n_layers_D=3),
@@ -53,82 +35,6 @@ def config_for(s: dict, reuse_fake: bool) -> mlc.ConfigDict:
     c.loss = mlc.ConfigDict(dict(gan_mode="hinge", lambda_feat=10.0, feat_mode="spade", lambda_vgg=10.0,
                                  lambda_kld=0.05))
     return c
-
-
-def conv_matmul_flops(closed_jaxpr) -> float:
-    """FLOPs of the convolutions and matrix products in a jaxpr (nested calls, custom derivatives and loops
-    included; a loop body counted once per trip): what torch's FlopCounterMode counts, for a like-with-like
-    comparison with the official step. XLA's `cost_analysis` also counts elementwise work."""
-    def walk(jaxpr) -> float:
-        total = 0.0
-        for eqn in jaxpr.eqns:
-            name = eqn.primitive.name
-            if name == "conv_general_dilated":
-                rhs, out = eqn.invars[1].aval, eqn.outvars[0].aval
-                spec = eqn.params["dimension_numbers"].rhs_spec  # (out, in, spatial...)
-                taps = np.prod([rhs.shape[d] for d in spec[2:]])
-                total += 2.0 * np.prod(out.shape) * taps * rhs.shape[spec[1]]
-            elif name == "dot_general":
-                (contract, _), _ = eqn.params["dimension_numbers"]
-                lhs = eqn.invars[0].aval
-                total += 2.0 * np.prod(eqn.outvars[0].aval.shape) * np.prod([lhs.shape[d] for d in contract])
-            trips = eqn.params.get("length", 1) if name == "scan" else 1
-            for sub in jax_core.jaxprs_in_params(eqn.params):
-                total += trips * walk(sub)
-        return total
-    return walk(closed_jaxpr.jaxpr)
-
-
-def time_ours(config: mlc.ConfigDict, s: dict, steps: int, forward: bool = False) -> dict:
-    """Our jitted, donated training step (G then D) on random data of setting `s`; with `forward`, also the
-    generator's inference forward (eval-mode BatchNorm)."""
-    spec = DatasetSpec("bench", labels.custom(s["classes"]), use_instance=False)
-    size, batch = s["size"], s["batch"]
-    system = models.build(config.model, size, size)
-    tx_g, tx_d = optimizers.adam(config.optim, config.train, "g"), optimizers.adam(config.optim, config.train, "d")
-    schedules = (optimizers.schedule(1e-4, 1000, 1000),) * 2
-    state = jax.jit(lambda r: state_lib.init_state(
-        system, tx_g, tx_d, r, batch_size=1, height=size, width=size, semantic_nc=spec.semantic_nc,
-        z_dim=256, ema=False))(jax.random.key(0))
-    step = jax.jit(gan_step.make_gan_step(system, config, spec, tx_g, tx_d, schedules, VGG(19, "relu5_1")),
-                   donate_argnums=(0,))
-    rng = np.random.default_rng(0)
-    data = {"label": jnp.asarray(rng.integers(0, s["classes"], (batch, size, size)), jnp.int32),
-            "image": jnp.asarray(rng.uniform(-1, 1, (batch, size, size, 3)), jnp.float32)}
-    vgg = random_vgg19_params(jax.random.key(1))
-    t0 = time.perf_counter()
-    compiled = step.lower(state, data, vgg).compile()
-    compile_s = time.perf_counter() - t0
-    flops = (compiled.cost_analysis() or {}).get("flops", float("nan"))
-    conv_flops = conv_matmul_flops(step.trace(state, data, vgg).jaxpr)
-    memory = compiled.memory_analysis()
-    state, _ = compiled(state, data, vgg)  # Warm-up.
-    jax.block_until_ready(state)
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        state, metrics = compiled(state, data, vgg)
-        jax.block_until_ready(metrics)
-        times.append(time.perf_counter() - t0)
-    median = statistics.median(times)
-    out = {"median_step_s": round(median, 3), "images_per_s": round(batch / median, 3),
-           "gflop_per_step": round(flops / 1e9, 1), "achieved_gflop_per_s": round(flops / 1e9 / median, 1),
-           "gflop_per_step_conv_matmul": round(conv_flops / 1e9, 1),
-           "compile_s": round(compile_s, 1),
-           "xla_temp_mib": round(getattr(memory, "temp_size_in_bytes", 0) / 2 ** 20, 1) if memory else None}
-    if forward:
-        g = state["g"]
-        seg = gan_step.make_semantics(spec)(data)
-        apply = jax.jit(lambda v, x: system.generator.apply(v, x, None, train=False))
-        variables = {"params": g["params"], "batch_stats": g["batch_stats"], "spectral": g["spectral"]}
-        jax.block_until_ready(apply(variables, seg))
-        fwd = []
-        for _ in range(3):
-            t0 = time.perf_counter()
-            jax.block_until_ready(apply(variables, seg))
-            fwd.append(time.perf_counter() - t0)
-        out["generator_forward_s"] = round(statistics.median(fwd), 3)
-    return out
 
 
 # The end of every official-trainer driver: given `trainer`, `data`, `steps` and `inference_model`, time the
@@ -237,25 +143,14 @@ inference_model = trainer.pix2pix_model
 ''' + TRAINER_TIMING
 
 
-def run_driver(source: str, args: list[str], torch_python: str, cwd: str | None = None) -> dict:
-    """Runs a torch driver script (written to a temporary folder, the working directory unless `cwd`) and
-    returns the JSON of its last stdout line, or {"error": its stderr's tail}."""
-    with tempfile.TemporaryDirectory() as tmp:
-        driver = os.path.join(tmp, "official_driver.py")
-        with open(driver, "w") as f:
-            f.write(source)
-        # A relative interpreter path would be resolved against `cwd`, not where the user typed it.
-        python = os.path.abspath(torch_python) if os.sep in torch_python else torch_python
-        out = subprocess.run([python, driver] + args, capture_output=True, text=True, cwd=cwd or tmp,
-                             timeout=3000)
-    if out.returncode:
-        return {"error": out.stderr[-2000:]}
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def time_official(s: dict, steps: int, spade_root: str, torch_python: str) -> dict:
     args = [spade_root] + [str(s[k]) for k in ("size", "classes", "ngf", "ndf", "batch", "n_layers_D")] + [str(steps)]
-    return run_driver(OFFICIAL_DRIVER, args, torch_python, cwd=spade_root)
+    return harness.run_driver(OFFICIAL_DRIVER, args, torch_python, cwd=spade_root)
+
+
+def time_ours(config, s: dict, steps: int, forward: bool = False) -> dict:
+    return harness.time_training_step(config, size=s["size"], classes=s["classes"], batch=s["batch"], steps=steps,
+                                      forward=forward)
 
 
 def main():
@@ -268,7 +163,8 @@ def main():
                         help="also time the official order with every stride-1 convolution left to XLA "
                              "(no Winograd, im2col or per-tap gradients)")
     args = parser.parse_args()
-    result = {"devices": [str(d) for d in jax.devices()], "cpus": os.cpu_count()}
+    harness.use_compile_cache()
+    result = harness.header()
     for name in args.settings.split(","):
         s = SETTINGS[name]
         entry = {"setting": s, "ours_official_order": time_ours(config_for(s, False), s, args.steps, forward=True),
@@ -278,16 +174,10 @@ def main():
                 entry["ours_official_order_xla_convolutions"] = time_ours(config_for(s, False), s, args.steps)
         if args.spade_root and args.torch_python:
             entry["official_pytorch"] = time_official(s, args.steps, args.spade_root, args.torch_python)
-            off = entry["official_pytorch"].get("images_per_s")
-            if off:
-                for k in [k for k in entry if k.startswith("ours_")]:
-                    entry[k]["speedup_vs_official"] = round(entry[k]["images_per_s"] / off, 2)
-                entry["ours_official_order"]["forward_speedup_vs_official"] = round(
-                    entry["official_pytorch"]["generator_forward_s"]
-                    / entry["ours_official_order"]["generator_forward_s"], 2)
+            harness.speedups(entry)
         result[name] = entry
-    result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    print(json.dumps(result, indent=1))
+    result["peak_rss_mib"] = harness.peak_rss_mib()
+    harness.emit(result)
 
 
 if __name__ == "__main__":

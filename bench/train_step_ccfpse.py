@@ -20,15 +20,14 @@ Usage: python bench/train_step_ccfpse.py [--settings tiny,large] [--steps 5]
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_step import TRAINER_TIMING, run_driver, time_ours  # noqa: E402
+import harness
 
-import jax  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from train_step import TRAINER_TIMING  # noqa: E402
+
 import ml_collections as mlc  # noqa: E402
 
 from configs.ccfpse_common import ccfpse_model  # noqa: E402
@@ -116,7 +115,12 @@ inference_model.eval()
 
 def time_official(s: dict, steps: int, root: str, torch_python: str) -> dict:
     args = [os.path.abspath(root)] + [str(s[k]) for k in ("size", "classes", "ngf", "ndf", "batch")] + [str(steps)]
-    return run_driver(OFFICIAL_DRIVER, args, torch_python)
+    return harness.run_driver(OFFICIAL_DRIVER, args, torch_python)
+
+
+def time_ours(config, s: dict, steps: int, forward: bool = False) -> dict:
+    return harness.time_training_step(config, size=s["size"], classes=s["classes"], batch=s["batch"], steps=steps,
+                                      forward=forward)
 
 
 def main():
@@ -129,7 +133,8 @@ def main():
                         help="also time our step with every stride-1 convolution left to XLA "
                              "(no Winograd, im2col or per-tap gradients)")
     args = parser.parse_args()
-    result = {"devices": [str(d) for d in jax.devices()], "cpus": os.cpu_count()}
+    harness.use_compile_cache()
+    result = harness.header()
     for name in args.settings.split(","):
         s = SETTINGS[name]
         entry = {"setting": s, "ours": time_ours(config_for(s), s, args.steps, forward=True),
@@ -138,15 +143,11 @@ def main():
             with conv.conv_algorithm("xla"):
                 entry["ours_xla_convolutions"] = time_ours(config_for(s), s, args.steps)
         if args.ccfpse_root and args.torch_python:
-            entry["official_pytorch"] = official = time_official(s, args.steps, args.ccfpse_root, args.torch_python)
-            if official.get("images_per_s"):
-                for k in [k for k in entry if k.startswith("ours")]:
-                    entry[k]["speedup_vs_official"] = round(entry[k]["images_per_s"] / official["images_per_s"], 2)
-                entry["ours"]["forward_speedup_vs_official"] = round(
-                    official["generator_forward_s"] / entry["ours"]["generator_forward_s"], 2)
+            entry["official_pytorch"] = time_official(s, args.steps, args.ccfpse_root, args.torch_python)
+            harness.speedups(entry)
         result[name] = entry
-    result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    print(json.dumps(result, indent=1))
+    result["peak_rss_mib"] = harness.peak_rss_mib()
+    harness.emit(result)
 
 
 if __name__ == "__main__":

@@ -40,16 +40,3 @@ def ccfpse_paper_config(*, name: str, root: str, train_images: int, model: mlc.C
                         decay_start_step=(EPOCHS // 2) * steps_per_epoch)
     config.loss.update(lambda_feat=20.0, feat_mode="fpse")
     return config
-
-
-def parse_arg(arg: str | None) -> dict:
-    """'novae' -> use_vae False (the default is the release scripts' VAE); 'root=/data/x' -> data root."""
-    out = {"use_vae": True, "root": ""}
-    for part in filter(None, (arg or "").split(",")):
-        if part in ("vae", "novae"):
-            out["use_vae"] = part == "vae"
-        elif part.startswith("root="):
-            out["root"] = part[len("root="):]
-        else:
-            raise ValueError(f"Unknown config argument {part!r}; expected 'novae', 'vae' or 'root=PATH'.")
-    return out

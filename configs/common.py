@@ -1,6 +1,43 @@
-"""Shared config sections. Each config file's `get_config()` starts from these and overrides fields."""
+"""Shared config pieces: the one argument parser every `get_config(arg)` uses, and SPADE's model section."""
 
 import ml_collections as mlc
+
+_TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
+
+
+def parse_arg(arg: str | None, **spec) -> mlc.ConfigDict:
+    """The `:arg` of `--config file.py:arg` as a ConfigDict typed by `spec` (big_vision's `parse_arg`).
+
+    `spec` names every argument with its default. `name=value` sets it, converted to the default's type;
+    a bare `name` sets a bool argument True and `no<name>` sets it False. Arguments are comma separated, e.g.
+    `root=/data/cityscapes,vae`. An unknown name or a value of the wrong type is a ValueError that lists
+    what the config takes.
+    """
+    out = mlc.ConfigDict(dict(spec))
+    takes = ", ".join(f"{k}={v!r}" if not isinstance(v, bool) else f"[no]{k}" for k, v in spec.items())
+    for part in filter(None, (arg or "").split(",")):
+        name, sep, value = part.partition("=")
+        name = name.strip()
+        if not sep and name not in spec and name.startswith("no") and isinstance(spec.get(name[2:]), bool):
+            out[name[2:]] = False
+            continue
+        if name not in spec:
+            raise ValueError(f"Unknown config argument {name!r}; this config takes {takes or 'none'}.")
+        default = spec[name]
+        if not sep:
+            if not isinstance(default, bool):
+                raise ValueError(f"Config argument {name!r} needs a value ({name}=...).")
+            out[name] = True
+        elif isinstance(default, bool):
+            if value.lower() not in _TRUE + _FALSE:
+                raise ValueError(f"Config argument {name}={value!r} is not a boolean.")
+            out[name] = value.lower() in _TRUE
+        else:
+            try:
+                out[name] = type(default)(value)
+            except ValueError:
+                raise ValueError(f"Config argument {name}={value!r} is not a {type(default).__name__}.") from None
+    return out
 
 
 def spade_model(**overrides) -> mlc.ConfigDict:

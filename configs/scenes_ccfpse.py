@@ -22,15 +22,13 @@ Argument (comma separated): `tiny` (tests: 32x32, ngf 4, ndf 4, 8-wide predictor
 import ml_collections as mlc
 
 from configs.ccfpse_common import ccfpse_model
+from configs.common import parse_arg
 
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
-    parts = set(filter(None, (arg or "").split(",")))
-    unknown = parts - {"tiny", "vae"}
-    if unknown:
-        raise ValueError(f"Unknown config argument(s) {sorted(unknown)}; expected 'tiny' and/or 'vae'.")
+    a = parse_arg(arg, tiny=False, vae=False)
     config = mlc.ConfigDict()
-    config.model = ccfpse_model(ngf=16, ndf=32, cc_hidden=32, spade_hidden=32, use_vae="vae" in parts,
+    config.model = ccfpse_model(ngf=16, ndf=32, cc_hidden=32, spade_hidden=32, use_vae=a.vae,
                                 encoder_input_size=64)
     config.data = mlc.ConfigDict(dict(
         name="scenes", root="", use_instance=True,
@@ -43,7 +41,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
     config.optim = mlc.ConfigDict(dict(lr_g=1e-4, lr_d=4e-4, b1=0.0, b2=0.9))
     config.loss = mlc.ConfigDict(dict(gan_mode="hinge", lambda_feat=20.0, feat_mode="fpse", lambda_vgg=10.0,
                                       vgg="hed", vgg_path="", lambda_kld=0.05))
-    if "tiny" in parts:  # For tests: seconds, not minutes.
+    if a.tiny:  # For tests: seconds, not minutes.
         config.model.update(ngf=4, ndf=4, cc_hidden=8, spade_hidden=8, encoder_input_size=16)
         config.data.scenes.update(height=32, width=32, num_val=8)
         config.train.update(batch_size=8, num_steps=4, decay_start_step=2, log_every=2, image_every=4,

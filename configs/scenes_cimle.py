@@ -13,13 +13,11 @@ loss rebalancing), `random_vgg` (random-weight distance network: no files at all
 import ml_collections as mlc
 
 from configs.cimle_common import crn_model, imle_config
+from configs.common import parse_arg
 
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
-    parts = set(filter(None, (arg or "").split(",")))
-    unknown = parts - {"tiny", "uniform", "random_vgg"}
-    if unknown:
-        raise ValueError(f"Unknown config argument(s) {sorted(unknown)}; expected tiny, uniform, random_vgg.")
+    a = parse_arg(arg, tiny=False, uniform=False, random_vgg=False)
     config = imle_config(epochs=8, pool_size=64, num_samples=10, inner_steps=150, reinit_epoch=3,
                          chunk=5, select_batch=16)
     config.model = crn_model(widths=(32, 32, 32, 32, 16), noise_width=32)
@@ -29,11 +27,11 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
         preprocess=dict(flip=False)))
     config.train.update(batch_size=8, log_every=10, image_every=150, checkpoint_every=150)
     config.loss.vgg = "hed"
-    if "uniform" in parts:
+    if a.uniform:
         config.imle.update(rebalance_data=False, rebalance_loss=False)
-    if "random_vgg" in parts:
+    if a.random_vgg:
         config.loss.vgg = "random"
-    if "tiny" in parts:
+    if a.tiny:
         config.model.update(widths=(4,), noise_width=4, num_noise=2)
         config.data.scenes.update(height=32, width=32, num_train=96, num_val=8)
         config.imle.update(pool_size=8, num_samples=3, inner_steps=3, reinit_epoch=1, chunk=2, select_batch=8,

@@ -12,14 +12,11 @@ Argument (comma separated): `tiny` (tests: 32x32, ngf 4, ndf 4, a 2-layer discri
 
 import ml_collections as mlc
 
-from configs.common import spade_model
+from configs.common import parse_arg, spade_model
 
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
-    parts = set(filter(None, (arg or "").split(",")))
-    unknown = parts - {"tiny", "vgg"}
-    if unknown:
-        raise ValueError(f"Unknown config argument(s) {sorted(unknown)}; expected 'tiny' and/or 'vgg'.")
+    a = parse_arg(arg, tiny=False, vgg=False)
     config = mlc.ConfigDict()
     config.model = spade_model(ngf=16, ndf=32, spade_hidden=64, n_layers_D=3)
     config.data = mlc.ConfigDict(dict(
@@ -33,12 +30,12 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
     config.optim = mlc.ConfigDict(dict(lr_g=1e-4, lr_d=4e-4, b1=0.0, b2=0.9))
     config.loss = mlc.ConfigDict(dict(gan_mode="hinge", lambda_feat=10.0, feat_mode="spade", lambda_vgg=0.0,
                                       vgg="hed", vgg_path="", lambda_kld=0.05))
-    if "tiny" in parts:  # For tests: seconds, not minutes.
+    if a.tiny:  # For tests: seconds, not minutes.
         config.model.update(ngf=4, ndf=4, spade_hidden=8, n_layers_D=2, num_D=2)
         config.data.scenes.update(height=32, width=32, num_val=8)
         config.train.update(batch_size=8, num_steps=4, decay_start_step=2, log_every=2, image_every=4,
                             checkpoint_every=2, eval_batches=1)
         config.loss.lambda_vgg = 0.0
-    if "vgg" in parts:
+    if a.vgg:
         config.loss.lambda_vgg = 10.0
     return config

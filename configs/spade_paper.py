@@ -36,16 +36,3 @@ def paper_config(*, name: str, root: str, train_images: int, epochs: int, model:
     config.loss = mlc.ConfigDict(dict(gan_mode="hinge", lambda_feat=10.0, feat_mode="spade", lambda_vgg=10.0,
                                       vgg="torchvision", vgg_path="", lambda_kld=0.05))
     return config
-
-
-def parse_arg(arg: str | None) -> dict:
-    """'vae' -> use_vae True; 'root=/data/x' -> data root. Comma separated."""
-    out = {"use_vae": False, "root": ""}
-    for part in filter(None, (arg or "").split(",")):
-        if part == "vae":
-            out["use_vae"] = True
-        elif part.startswith("root="):
-            out["root"] = part[len("root="):]
-        else:
-            raise ValueError(f"Unknown config argument {part!r}; expected 'vae' or 'root=PATH'.")
-    return out

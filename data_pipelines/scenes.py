@@ -64,10 +64,10 @@ COLOUR_MODES = {
 }
 
 # Light per global mode: colour = base * LIGHT + AMBIENT, for everything that is lit rather than luminous.
-_LIGHT = np.array([(1.0, 1.0, 1.0), (1.0, 0.72, 0.58), (0.28, 0.30, 0.42)], np.float32)
-_AMBIENT = np.array([(0, 0, 0), (12, 4, 10), (4, 5, 14)], np.float32)
-_SKY_TOP = np.array([(80, 140, 225), (70, 55, 125), (4, 6, 24)], np.float32)
-_SKY_HORIZON = np.array([(175, 208, 242), (250, 150, 85), (22, 28, 58)], np.float32)
+LIGHT = np.array([(1.0, 1.0, 1.0), (1.0, 0.72, 0.58), (0.28, 0.30, 0.42)], np.float32)
+AMBIENT = np.array([(0, 0, 0), (12, 4, 10), (4, 5, 14)], np.float32)
+SKY_TOP = np.array([(80, 140, 225), (70, 55, 125), (4, 6, 24)], np.float32)
+SKY_HORIZON = np.array([(175, 208, 242), (250, 150, 85), (22, 28, 58)], np.float32)
 _SUN = np.array([(255, 246, 205), (255, 135, 50), (228, 228, 238)], np.float32)  # The night "sun" is a moon.
 _CLOUD = np.array([(242, 242, 246), (236, 160, 150), (58, 60, 82)], np.float32)
 _LIT_WINDOW = np.array((255, 212, 120), np.float32)
@@ -165,7 +165,7 @@ def _pick(rng: np.random.Generator, probs: Sequence[float]) -> int:
 
 
 def _lit(base, mode: int) -> np.ndarray:
-    return np.asarray(base, np.float32) * _LIGHT[mode] + _AMBIENT[mode]
+    return np.asarray(base, np.float32) * LIGHT[mode] + AMBIENT[mode]
 
 
 def _smooth_noise(rng: np.random.Generator, h: int, w: int, cell: int) -> np.ndarray:
@@ -181,7 +181,7 @@ def _smooth_noise(rng: np.random.Generator, h: int, w: int, cell: int) -> np.nda
 
 def _draw_sky(c: _Canvas, rng, mode: int, horizon: float):
     t = _unit(c.y / horizon)[..., None]
-    c.colour[:] = np.broadcast_to(_SKY_TOP[mode] * (1 - t) + _SKY_HORIZON[mode] * t, c.colour.shape)
+    c.colour[:] = np.broadcast_to(SKY_TOP[mode] * (1 - t) + SKY_HORIZON[mode] * t, c.colour.shape)
     c.label[:] = SKY
     c.instance[:] = SKY
     if rng.random() < 0.6:  # Sun (moon at night); at dusk it sits low.
@@ -219,7 +219,7 @@ def _draw_mountains(c: _Canvas, rng, mode: int, horizon: float):
         rs = c.rows(float(top.min()), horizon)
         mask = (c.y[rs] >= top[None, :]) & (c.y[rs] < horizon)
         haze = 0.45 - 0.2 * layer
-        base = _lit(_BASE[MOUNTAIN], mode) * (1 - haze) + _SKY_HORIZON[mode] * haze
+        base = _lit(_BASE[MOUNTAIN], mode) * (1 - haze) + SKY_HORIZON[mode] * haze
         shade = 1.0 - 0.25 * _unit((c.y[rs] - top[None, :]) / 0.25)[..., None]
         c.paint(rs, slice(0, c.w), mask, MOUNTAIN, base * shade)
 
@@ -241,14 +241,14 @@ def _draw_ground(c: _Canvas, rng, mode: int, horizon: float):
     below = c.y[rs] >= horizon
     t = _unit((c.y[rs] - horizon) / (1 - horizon))[..., None]
     haze = 0.5 * np.exp(-6 * t)
-    grass = _lit(_BASE[GRASS], mode) * (1 - haze) + _SKY_HORIZON[mode] * haze
+    grass = _lit(_BASE[GRASS], mode) * (1 - haze) + SKY_HORIZON[mode] * haze
     c.paint(rs, slice(0, c.w), np.broadcast_to(below, (below.shape[0], c.w)), GRASS,
             np.broadcast_to(grass, (below.shape[0], c.w, 3)))
     if rng.random() < 0.4:  # A lake touching the horizon; it mirrors the sky.
         cx, rx, ry = rng.uniform(0, c.aspect), rng.uniform(0.15, 0.5), rng.uniform(0.04, 0.14)
         wr = c.rows(horizon, horizon + ry)
         mask = (((c.x - cx) / rx) ** 2 + ((c.y[wr] - horizon) / ry) ** 2 < 1) & (c.y[wr] >= horizon)
-        water = 0.55 * _SKY_HORIZON[mode] + 0.45 * _lit(_BASE[WATER], mode)
+        water = 0.55 * SKY_HORIZON[mode] + 0.45 * _lit(_BASE[WATER], mode)
         c.paint(wr, slice(0, c.w), mask, WATER, water)
 
 
@@ -259,7 +259,7 @@ def _draw_road(c: _Canvas, rng, mode: int, horizon: float, road):
     offset = np.abs(c.x - centre(t))
     mask = (offset < half(t)) & (t > 0)
     haze = (0.45 * np.exp(-6 * t))[..., None]
-    colour = _lit(_BASE[ROAD], mode) * (1 - haze) + _SKY_HORIZON[mode] * haze
+    colour = _lit(_BASE[ROAD], mode) * (1 - haze) + SKY_HORIZON[mode] * haze
     c.paint(rs, slice(0, c.w), mask, ROAD, np.broadcast_to(colour, mask.shape + (3,)))
     # Dashed centre line; dash length shrinks with distance as in a perspective view.
     width = np.maximum(0.6 / c.h, 0.012 * t)
@@ -371,7 +371,7 @@ def render(index: int, *, seed: int = 0, height: int = 64, width: int = 64) -> S
     fine = rng.standard_normal((height, width)).astype(np.float32)
     smooth = _smooth_noise(rng, height, width, max(2, height // 12))
     texture = _TEXTURE[c.label] * (0.6 * smooth + 0.5 * fine)
-    image = c.colour + texture[..., None] * (0.5 + 0.5 * _LIGHT[mode].mean())
+    image = c.colour + texture[..., None] * (0.5 + 0.5 * LIGHT[mode].mean())
     visible = set(np.unique(c.instance[c.instance >= INSTANCE_FACTOR]).tolist())
     scene_objects = tuple(SceneObject(int(i), int(k), int(m)) for i, k, m in objects if i in visible)
     return Scene(image=np.clip(image + 0.5, 0, 255).astype(np.uint8), label=c.label,

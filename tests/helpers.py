@@ -1,9 +1,10 @@
 """Small helpers shared by several test modules (tests/ is on sys.path under pytest)."""
 
-import importlib
 import importlib.util
+import json
 import os
 import socket
+import subprocess
 import sys
 
 import pytest
@@ -27,13 +28,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def import_bench(name: str):
-    """A script of bench/ as a module (the parity tests reuse the benchmarks' torch drivers and comparisons)."""
-    sys.path.insert(0, BENCH)
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(BENCH)
+def run_bench(script: str, *args: str, timeout: int = 1800) -> dict:
+    """Runs a bench/ script as a command and returns the JSON it prints (the parity tests check the parity
+    benches' reports; a bench exits non-zero when its own tolerance fails, which the caller's asserts report)."""
+    out = subprocess.run([sys.executable, os.path.join(BENCH, script), *args], capture_output=True, text=True,
+                         timeout=timeout, cwd=os.path.dirname(BENCH))
+    start = out.stdout.find("{")
+    if start < 0:
+        raise AssertionError(f"{script} printed no JSON (exit {out.returncode}):\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout[start:])
 
 
 def official_checkout(env_var: str, default: str):

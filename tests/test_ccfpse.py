@@ -16,7 +16,7 @@ from synth.convert import ccfpse_torch
 from synth.layers import condconv
 from synth.models import ccfpse, fpse
 
-from helpers import import_bench, official_checkout
+from helpers import official_checkout, run_bench
 
 KEY = {"params": jax.random.key(0)}
 
@@ -430,11 +430,10 @@ CCFPSE_ROOT, needs_official_ccfpse = official_checkout("CCFPSE_ROOT", "/tmp/ccfp
 
 
 @needs_official_ccfpse
-def test_parity_with_the_official_networks(tmp_path):
-    parity_ccfpse = import_bench("parity_ccfpse")
-    setting = parity_ccfpse.SETTINGS["tiny"]
-    parity_ccfpse.run_torch(sys.executable, CCFPSE_ROOT, str(tmp_path), setting, init_variance=1.0, threads=1)
-    report = parity_ccfpse.compare(str(tmp_path), setting)
+def test_parity_with_the_official_networks():
+    report = run_bench("parity_ccfpse.py", "--ccfpse-root", CCFPSE_ROOT, "--torch-python", sys.executable,
+                       "--settings", "tiny", "--init-variance", "1.0", "--threads", "1")["tiny"]
+    setting = report["setting"]
     for g in ("generator", "generator_vae"):
         r = report[g]
         print(f"\n{g}: {r}")

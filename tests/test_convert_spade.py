@@ -15,7 +15,7 @@ from configs.common import spade_model
 from synth import models
 from synth.convert import spade_torch
 
-from helpers import import_bench, official_checkout
+from helpers import official_checkout, run_bench
 
 H = W = 32
 SEMANTIC_NC = 5
@@ -241,13 +241,11 @@ SPADE_ROOT, needs_official_spade = official_checkout("SPADE_ROOT", "/tmp/spade_r
 
 
 @needs_official_spade
-def test_parity_with_the_official_networks(tmp_path):
+def test_parity_with_the_official_networks():
     """Converted random weights in the official networks and ours: eval outputs, and one train-mode forward
     (batch statistics) with the running statistics and spectral vectors it leaves."""
-    parity_spade = import_bench("parity_spade")
-    setting = parity_spade.SETTINGS["small"]
-    parity_spade.run_torch(sys.executable, SPADE_ROOT, str(tmp_path), setting, init_variance=0.02, threads=1)
-    report = parity_spade.compare(str(tmp_path), setting)
+    report = run_bench("parity_spade.py", "--spade-root", SPADE_ROOT, "--torch-python", sys.executable,
+                       "--settings", "small", "--init-variance", "0.02", "--threads", "1")["small"]
     for g in ("generator", "generator_vae"):
         r = report[g]
         assert r["max_abs_diff"] < 1e-5 * max(1.0, r["ref_max_abs"]) and r["train_out_max_abs_diff"] < 1e-4, r

@@ -7,7 +7,7 @@ import pytest
 
 from configs import scenes_spade
 from synth import evaluation
-from synth.metrics import scene_segmenter
+from synth.evaluation.scenes import segmenter as scene_segmenter
 from synth.pretrained import lpips
 from synth.training import loop
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from data_pipelines import scenes as sc
-from synth.metrics import scene_modes as M
+from synth.evaluation.scenes import modes as M
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,8 @@ from synth.evaluation import report
 from synth.evaluation.chunks import ChunkCache
 from synth.evaluation.protocols import Protocol, check_dataset
 from synth.evaluation.sampling import chunk_samples, is_stochastic, params_sha256, to_signed
-from synth.metrics import diversity, fid, scene_modes, scene_segmenter
+from synth.evaluation.scenes import modes as scene_modes, segmenter as scene_segmenter
+from synth.metrics import diversity, fid
 from synth.metrics.colour import ClassColourAccumulator
 from synth.metrics.segmentation import ConfusionMatrix
 from synth.pretrained import vgg

@@ -10,12 +10,14 @@ from synth.models.crn import CIMLESystem, CRNGenerator
 from synth.models.discriminators import Judgement, MultiscaleDiscriminator, NLayerDiscriminator
 from synth.models.encoder import ConvEncoder
 from synth.models.fpse import FPSEDiscriminator
+from synth.models.pix2pixhd import Pix2PixHDSystem
 from synth.models.spade import SPADEGenerator, SPADEResnetBlock, SPADESystem, latent_size
 
 SYSTEMS: dict[str, type[System]] = {
     "spade": SPADESystem,
     "ccfpse": CCFPSESystem,
     "crn": CIMLESystem,  # conditional IMLE: the CRN cascade with its noise encoder
+    "pix2pixhd": Pix2PixHDSystem,
 }
 
 
@@ -43,5 +45,5 @@ def networks(model_config, height: int, width: int) -> dict:
 
 __all__ = ["SYSTEMS", "CCFPSEGenerator", "CCFPSESystem", "CIMLESystem", "CRNGenerator", "ConvEncoder",
            "FPSEDiscriminator", "GANSystem", "IMLESystem", "Judgement", "MultiscaleDiscriminator",
-           "NLayerDiscriminator", "SPADEGenerator", "SPADEResnetBlock", "SPADESystem", "System", "build",
+           "NLayerDiscriminator", "Pix2PixHDSystem", "SPADEGenerator", "SPADEResnetBlock", "SPADESystem", "System", "build",
            "latent_size", "networks", "system_class"]

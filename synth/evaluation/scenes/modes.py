@@ -55,10 +55,10 @@ MIN_PIXELS = 4
 SHADE = {scenes.BUILDING: 0.955, scenes.TREE: 0.975, scenes.CAR: 0.734}
 
 # The renderer's lighting rule (private constants of data_pipelines.scenes), in float64.
-_LIGHT = np.asarray(scenes._LIGHT, np.float64)
-_AMBIENT = np.asarray(scenes._AMBIENT, np.float64)
-_SKY_TOP = np.asarray(scenes._SKY_TOP, np.float64)
-_SKY_HORIZON = np.asarray(scenes._SKY_HORIZON, np.float64)
+_LIGHT = np.asarray(scenes.LIGHT, np.float64)
+_AMBIENT = np.asarray(scenes.AMBIENT, np.float64)
+_SKY_TOP = np.asarray(scenes.SKY_TOP, np.float64)
+_SKY_HORIZON = np.asarray(scenes.SKY_HORIZON, np.float64)
 
 
 def _base_colours(class_id: int) -> np.ndarray:
