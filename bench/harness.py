@@ -20,6 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+import synth  # noqa: E402,F401  (sets XLA:CPU's convolution library before any JAX backend starts)
 
 
 def use_compile_cache() -> str:

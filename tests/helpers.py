@@ -39,16 +39,17 @@ def run_bench(script: str, *args: str, timeout: int = 1800) -> dict:
     return json.loads(out.stdout[start:])
 
 
-def official_checkout(env_var: str, default: str):
-    """The `parity` marker plus skips, for a test that needs torch and an official checkout (with
-    `models/networks/sync_batchnorm` copied in, as the official READMEs say) at $env_var or `default`."""
+def official_checkout(env_var: str, default: str, needs: str = os.path.join("models", "networks", "sync_batchnorm")):
+    """The `parity` marker plus skips, for a test that needs torch and an official checkout at $env_var or
+    `default` holding `needs` (SPADE-family code: `models/networks/sync_batchnorm` copied in, as their READMEs
+    say)."""
     root = os.environ.get(env_var, default)
 
     def mark(test):
         test = pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs torch")(test)
         test = pytest.mark.skipif(
-            not os.path.isdir(os.path.join(root, "models", "networks", "sync_batchnorm")),
-            reason=f"needs the official code with sync_batchnorm in ${env_var} or {default}")(test)
+            not os.path.exists(os.path.join(root, needs)),
+            reason=f"needs the official code (with {needs}) in ${env_var} or {default}")(test)
         return pytest.mark.parity(test)
 
     return root, mark

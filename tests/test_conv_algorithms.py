@@ -78,6 +78,7 @@ def test_dispatch_rule_with_eigen_convolutions():
     assert choose((8, 2, 2, 512), (1, 1, 512, 512), 0) == "xla"
     assert choose((8, 16, 16, 64), (4, 4, 64, 128), 2) == "taps"
     assert choose((8, 10, 10, 256), (4, 4, 256, 1), 2) == "xla"
+    assert choose((8, 70, 70, 12), (7, 7, 12, 32), 0) == "xla"  # pix2pixHD's c7s1: Eigen's gradient beats 49 taps
     x = jnp.zeros((2, 32, 32, 256))
     assert _traced_algorithm(x, jnp.zeros((3, 3, 256, 256))) == "winograd"
     assert _traced_algorithm(x, jnp.zeros((3, 3, 256, 64))) == "xla"

@@ -113,7 +113,8 @@ def choose_algorithm(x_shape, kernel_shape, padding: int | tuple[int, int]) -> s
       outweigh the matmuls) and `WINOGRAD_MIN_TILES` 2x2 output tiles (below, transforming the kernel, 16
       Cin x Cout matrices, costs as much as using it); Eigen's convolutions are fast enough that Winograd only
       pays on wide layers;
-    * per-tap kernel gradients where XLA's are slow: every kernel with YNNPACK, the 4x4 ones with Eigen.
+    * per-tap kernel gradients where XLA's are slow: every kernel with YNNPACK, the 4x4 ones with Eigen (Eigen's
+      3x3 and 7x7 kernel gradients beat 9 or 49 per-tap matmuls: pix2pixHD's 7x7 layers took 2-3x as long).
     """
     kh, kw, cin, cout = kernel_shape
     forced = _algorithm.get()
@@ -131,7 +132,7 @@ def choose_algorithm(x_shape, kernel_shape, padding: int | tuple[int, int]) -> s
     if ((kh, kw) == (3, 3) and min(cin, cout) >= WINOGRAD_MIN_CHANNELS[library]
             and tiles >= WINOGRAD_MIN_TILES):
         return "winograd"
-    if (kh, kw) == (1, 1) or (library == "eigen" and (kh, kw) == (3, 3)):
+    if (kh, kw) == (1, 1) or (library == "eigen" and (kh, kw) != (4, 4)):
         return "xla"
     return "taps" if _taps_pay_off(cin, cout) else "xla"
 
