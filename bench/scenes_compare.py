@@ -7,17 +7,16 @@ step, so each config first runs one step in a scratch directory to fill the pers
 the timed run then loads its executables from there (seconds, not the half-minute a cold CC-FPSE compile takes).
 A config is `module` or `module:argument` (e.g. `scenes_ccfpse:vae`).
 
-Usage: python bench/scenes_compare.py [--configs scenes_spade,scenes_ccfpse] [--seconds 240] [--workdir DIR]
+Usage: python bench/scenes_compare.py [--configs scenes_spade,scenes_ccfpse,scenes_pix2pixhd] [--seconds 240]
+                                     [--workdir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import shutil
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import harness  # noqa: E402,F401  (puts the repository on sys.path)
@@ -25,18 +24,17 @@ import harness  # noqa: E402,F401  (puts the repository on sys.path)
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--configs", default="scenes_spade,scenes_ccfpse")
+    parser.add_argument("--configs", default="scenes_spade,scenes_ccfpse,scenes_pix2pixhd")
     parser.add_argument("--seconds", type=float, default=240.0)
     parser.add_argument("--workdir", default="/tmp/synth_scenes_compare")
     args = parser.parse_args()
 
-    import jax
+    from synth import logs
+    from synth.training.loop import train_and_evaluate
 
-    from synth.training.loop import configure_logging, train_and_evaluate
-
-    configure_logging()
+    logs.configure()
     harness.use_compile_cache()
-    results = {"seconds": args.seconds, "runs": {}}
+    results = {**harness.header(), "seconds": args.seconds, "runs": {}}
     for name in args.configs.split(","):
         module, _, arg = name.partition(":")
         config = importlib.import_module(f"configs.{module}").get_config(arg or None)
@@ -53,7 +51,7 @@ def main():
                                  "class_colour_error_step_0": round(before, 2),
                                  "class_colour_error_final": round(after, 2),
                                  "final_over_step_0": round(after / before, 3)}
-    print(json.dumps(results, indent=1))
+    harness.emit(results)
 
 
 if __name__ == "__main__":

@@ -37,9 +37,10 @@ def main():
     import jax
 
     from synth import evaluation
-    from synth.training.loop import configure_logging, train_and_evaluate
+    from synth import logs
+    from synth.training.loop import train_and_evaluate
 
-    configure_logging()
+    logs.configure()
     harness.use_compile_cache()
     results = {"seconds": args.seconds, "layouts": args.layouts, "samples_per_layout": args.samples, "runs": {}}
     for name, arg in RUNS:

@@ -45,3 +45,14 @@ def test_old_checkpoint_resumes_in_its_trainer_and_samples_identically(name, tmp
     scale = float(np.abs(expected["floats"]).max())
     np.testing.assert_allclose(floats, expected["floats"], rtol=0, atol=1e-4 * scale)
     assert isinstance(trainer.system, models.System)
+
+
+def test_inference_imports_nothing_from_training():
+    import subprocess
+    import sys
+
+    code = ("import sys, synth.generate, synth.evaluation; "
+            "bad = sorted(m for m in sys.modules if m.startswith('synth.training')); print(bad); sys.exit(bool(bad))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.returncode == 0, out.stdout + out.stderr[-2000:]
