@@ -202,6 +202,37 @@ def time_training_step(config, *, size: int, classes: int, batch: int, steps: in
     return out
 
 
+# The end of every official-trainer driver: given `one()` (one training iteration, as the official train.py),
+# `infer()` (the generator's inference forward), `steps` and `batch`, it times both and counts one iteration's
+# convolution and matrix-product FLOPs with torch's FlopCounterMode, then prints JSON.
+OFFICIAL_TIMING = r'''
+import json, resource, statistics, time
+one()
+times = []
+for _ in range(steps):
+    t0 = time.perf_counter()
+    one()
+    times.append(time.perf_counter() - t0)
+m = statistics.median(times)
+fwd = []
+with torch.no_grad():
+    infer()
+    for _ in range(3):
+        t0 = time.perf_counter()
+        infer()
+        fwd.append(time.perf_counter() - t0)
+from torch.utils.flop_counter import FlopCounterMode
+with FlopCounterMode(display=False) as counter:
+    one()
+flops = counter.get_total_flops()
+print(json.dumps({"median_step_s": round(m, 3), "images_per_s": round(batch / m, 3),
+                  "generator_forward_s": round(statistics.median(fwd), 3),
+                  "gflop_per_step_conv_matmul": round(flops / 1e9, 1),
+                  "achieved_conv_matmul_gflop_per_s": round(flops / 1e9 / m, 1),
+                  "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+'''
+
+
 def run_driver(source: str, args: list[str], torch_python: str, cwd: str | None = None) -> dict:
     """Runs a torch driver script (written to a temporary folder, the working directory unless `cwd`) and
     returns the JSON of its last stdout line, or {"error": its stderr's tail}."""

@@ -37,40 +37,16 @@ def config_for(s: dict, reuse_fake: bool) -> mlc.ConfigDict:
     return c
 
 
-# The end of every official-trainer driver: given `trainer`, `data`, `steps` and `inference_model`, time the
-# training step (G then D, as the official train.py) and the inference forward; print JSON.
-TRAINER_TIMING = r'''
+# What the SPADE-family drivers define for `harness.OFFICIAL_TIMING`: `trainer` runs G's then D's step.
+SPADE_FAMILY_TIMING = r'''
 def one():
     trainer.run_generator_one_step(data)
     trainer.run_discriminator_one_step(data)
 
 
-one()
-times = []
-for _ in range(steps):
-    t0 = time.perf_counter()
-    one()
-    times.append(time.perf_counter() - t0)
-m = statistics.median(times)
-fwd = []
-with torch.no_grad():
-    for _ in range(3):
-        t0 = time.perf_counter()
-        inference_model(data, mode="inference")
-        fwd.append(time.perf_counter() - t0)
-import resource
-from torch.utils.flop_counter import FlopCounterMode
-# One more step under torch's FLOP counter: convolutions and matrix products, forward and backward (elementwise
-# ops and unfold are not counted).
-with FlopCounterMode(display=False) as counter:
-    one()
-flops = counter.get_total_flops()
-print(json.dumps({"median_step_s": round(m, 3), "images_per_s": round(batch / m, 3),
-                  "generator_forward_s": round(statistics.median(fwd), 3),
-                  "gflop_per_step_conv_matmul": round(flops / 1e9, 1),
-                  "achieved_gflop_per_s": round(flops / 1e9 / m, 1),
-                  "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
-'''
+def infer():
+    inference_model(data, mode="inference")
+''' + harness.OFFICIAL_TIMING
 
 
 OFFICIAL_DRIVER = r'''
@@ -140,7 +116,7 @@ data = {"label": torch.randint(0, classes, (batch, 1, size, size)).float(),
         "instance": torch.zeros(batch), "image": torch.rand(batch, 3, size, size) * 2 - 1, "path": [""] * batch}
 
 inference_model = trainer.pix2pix_model
-''' + TRAINER_TIMING
+''' + SPADE_FAMILY_TIMING
 
 
 def time_official(s: dict, steps: int, spade_root: str, torch_python: str) -> dict:

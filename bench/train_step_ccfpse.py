@@ -26,7 +26,7 @@ import sys
 import harness
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_step import TRAINER_TIMING  # noqa: E402
+from train_step import SPADE_FAMILY_TIMING  # noqa: E402
 
 import ml_collections as mlc  # noqa: E402
 
@@ -110,7 +110,7 @@ data = {"label": torch.randint(0, classes, (batch, 1, size, size)).float(),
 
 inference_model = trainer.pix2pix_model_on_one_gpu
 inference_model.eval()
-''' + TRAINER_TIMING
+''' + SPADE_FAMILY_TIMING
 
 
 def time_official(s: dict, steps: int, root: str, torch_python: str) -> dict:

@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 import harness
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from configs.pix2pixhd_cityscapes import pix2pixhd_model, pix2pixhd_training  # noqa: E402
 
@@ -36,7 +33,7 @@ def config_for(s: dict):
 
 
 OFFICIAL_DRIVER = r'''
-import json, os, resource, statistics, sys, time, types
+import os, sys
 import torch
 import torch.nn as nn
 torch.set_num_threads(2)
@@ -77,30 +74,9 @@ def one():  # train.py's iteration
     optimizer_D.step()
 
 
-one()
-times = []
-for _ in range(steps):
-    t0 = time.perf_counter()
-    one()
-    times.append(time.perf_counter() - t0)
-m = statistics.median(times)
-fwd = []
-with torch.no_grad():
+def infer():
     model.inference(label, torch.zeros(1))
-    for _ in range(3):
-        t0 = time.perf_counter()
-        model.inference(label, torch.zeros(1))
-        fwd.append(time.perf_counter() - t0)
-from torch.utils.flop_counter import FlopCounterMode
-with FlopCounterMode(display=False) as counter:
-    one()
-flops = counter.get_total_flops()
-print(json.dumps({"median_step_s": round(m, 3), "images_per_s": round(batch / m, 3),
-                  "generator_forward_s": round(statistics.median(fwd), 3),
-                  "gflop_per_step_conv_matmul": round(flops / 1e9, 1),
-                  "achieved_conv_matmul_gflop_per_s": round(flops / 1e9 / m, 1),
-                  "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
-'''
+''' + harness.OFFICIAL_TIMING
 
 
 def time_official(s: dict, steps: int, root: str, torch_python: str) -> dict:

@@ -59,9 +59,9 @@ class System(abc.ABC):
 
     # -- networks
 
-    @staticmethod
+    @classmethod
     @abc.abstractmethod
-    def build_networks(model_config, height: int, width: int) -> dict[str, nn.Module]:
+    def build_networks(cls, model_config, height: int, width: int) -> dict[str, nn.Module]:
         """The networks by role ("g", and "d", "e", ... as the system has them)."""
 
     @property
@@ -145,7 +145,9 @@ class GANSystem(System):
         """G's variables."""
 
     def init_encoder(self, role: str, key: jax.Array) -> dict:
-        raise NotImplementedError(f"{type(self).__name__} has no network {role!r} to initialise.")
+        """The variables of a generator-side role other than "g" (a system with such a role defines this)."""
+        raise TypeError(f"{type(self).__name__} lists {role!r} on its generator side but does not initialise it "
+                        "(define init_encoder).")
 
     @abc.abstractmethod
     def generate(self, variables: dict, cond: jnp.ndarray, batch: dict, key: jax.Array, *,

@@ -43,7 +43,7 @@ from synth.layers import SPADE, BatchNorm, Conv, Dense, nearest_resize, upsample
 from synth.layers.condconv import predicted_depthwise_conv, to_tap_major
 from synth.layers.conv import ConvParams, conv_stride1
 from synth.models.fpse import FPSEDiscriminator
-from synth.models.spade import NUM_UPSAMPLING, SPADESystem, latent_size, lrelu, vae_encoder
+from synth.models.spade import NUM_UPSAMPLING, SPADESystem, latent_size, lrelu
 
 # The FPN's number of levels per upsampling mode (the official code knows these two only).
 PYRAMID_LEVELS = {"normal": 6, "more": 7}
@@ -244,15 +244,14 @@ class CCFPSESystem(SPADESystem):
     """CC-FPSE: the conditional-convolution generator and the FPSE discriminator on SPADE's system."""
 
     @staticmethod
-    def build_networks(m, height: int, width: int) -> dict:
-        networks = {
-            "g": CCFPSEGenerator(height=height, width=width, ngf=m.ngf, num_upsampling_layers=m.num_upsampling_layers,
-                                 use_vae=m.use_vae, z_dim=m.z_dim, spectral=m.spectral_g, cc_hidden=m.cc_hidden,
-                                 spade_hidden=m.spade_hidden),
-            "d": FPSEDiscriminator(ndf=m.ndf, spectral=m.spectral_d)}
-        if m.use_vae:
-            networks["e"] = vae_encoder(m)
-        return networks
+    def generator_network(m, height: int, width: int) -> nn.Module:
+        return CCFPSEGenerator(height=height, width=width, ngf=m.ngf, num_upsampling_layers=m.num_upsampling_layers,
+                               use_vae=m.use_vae, z_dim=m.z_dim, spectral=m.spectral_g, cc_hidden=m.cc_hidden,
+                               spade_hidden=m.spade_hidden)
+
+    @staticmethod
+    def discriminator_network(m) -> nn.Module:
+        return FPSEDiscriminator(ndf=m.ndf, spectral=m.spectral_d)
 
     def convert_official(self, path: str) -> dict:
         """The official `latest_net_G.pth` (`synth.convert.ccfpse_torch`)."""

@@ -172,8 +172,8 @@ def build(model_config, height: int, width: int) -> CRNGenerator:
 class CIMLESystem(IMLESystem):
     """Conditional IMLE: the CRN cascade with the noise encoder, trained by IMLE (registered as "crn")."""
 
-    @staticmethod
-    def build_networks(model_config, height: int, width: int) -> dict:
+    @classmethod
+    def build_networks(cls, model_config, height: int, width: int) -> dict:
         return {"g": build(model_config, height, width)}
 
     @property

@@ -232,8 +232,8 @@ class Pix2PixHDSystem(GANSystem):
         self.controls = ("features", "clusters", "style") if self.use_features else ()
         self.stochastic = self.use_features
 
-    @staticmethod
-    def build_networks(m, height: int, width: int) -> dict:
+    @classmethod
+    def build_networks(cls, m, height: int, width: int) -> dict:
         if m.netG == "global":
             g = GlobalGenerator(m.ngf, m.n_downsample_global, m.n_blocks_global)
         elif m.netG == "local":

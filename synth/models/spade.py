@@ -140,17 +140,23 @@ class SPADESystem(GANSystem):
         self.controls = ("z", "bn_stats") if self.use_vae else ("bn_stats",)
         self.stochastic = self.use_vae
 
-    @staticmethod
-    def build_networks(m, height: int, width: int) -> dict:
-        networks = {
-            "g": SPADEGenerator(height=height, width=width, ngf=m.ngf, num_upsampling_layers=m.num_upsampling_layers,
-                                use_vae=m.use_vae, z_dim=m.z_dim, spectral=m.spectral_g, norm=m.spade_norm,
-                                spade_hidden=m.spade_hidden, spade_kernel=m.spade_kernel),
-            "d": MultiscaleDiscriminator(num_D=m.num_D, ndf=m.ndf, n_layers=m.n_layers_D, spectral=m.spectral_d,
-                                         norm=m.norm_d, legacy_strides=m.legacy_d_strides)}
+    @classmethod
+    def build_networks(cls, m, height: int, width: int) -> dict:
+        networks = {"g": cls.generator_network(m, height, width), "d": cls.discriminator_network(m)}
         if m.use_vae:
-            networks["e"] = vae_encoder(m)
+            networks["e"] = ConvEncoder(ndf=m.ngf, z_dim=m.z_dim, input_size=m.encoder_input_size)
         return networks
+
+    @staticmethod
+    def generator_network(m, height: int, width: int) -> nn.Module:
+        return SPADEGenerator(height=height, width=width, ngf=m.ngf, num_upsampling_layers=m.num_upsampling_layers,
+                              use_vae=m.use_vae, z_dim=m.z_dim, spectral=m.spectral_g, norm=m.spade_norm,
+                              spade_hidden=m.spade_hidden, spade_kernel=m.spade_kernel)
+
+    @staticmethod
+    def discriminator_network(m) -> nn.Module:
+        return MultiscaleDiscriminator(num_D=m.num_D, ndf=m.ndf, n_layers=m.n_layers_D, spectral=m.spectral_d,
+                                       norm=m.norm_d, legacy_strides=m.legacy_d_strides)
 
     def convert_official(self, path: str) -> dict:
         """The official `latest_net_G.pth` (`synth.convert.spade_torch`)."""
@@ -194,6 +200,3 @@ class SPADESystem(GANSystem):
                 raise ValueError(f"z must be {list(z_shape)} for {z_shape[0]} layout(s), got {list(z.shape)}.")
         return self.generator.apply(variables["g"], cond, z, train=False, bn_stats=bn_stats)
 
-
-def vae_encoder(m) -> ConvEncoder:
-    return ConvEncoder(ndf=m.ngf, z_dim=m.z_dim, input_size=m.encoder_input_size)
