@@ -23,7 +23,7 @@ import numpy as np
 
 from data_pipelines import labels as labels_lib
 from data_pipelines.sources import DatasetSpec
-from synth import checkpoint, imle, models
+from synth import checkpoint, convert, imle, models
 from synth.layers import bilinear_resize, nearest_resize
 
 
@@ -76,11 +76,12 @@ def from_variables(config: mlc.ConfigDict, state: dict, *, step: int = 0) -> Mod
 
 
 def from_official(config: mlc.ConfigDict, path: str) -> Model:
-    """A model from a config and an official release file (the system's converter: SPADE's or CC-FPSE's
-    `latest_net_G.pth`, conditional IMLE's TF checkpoint, ...). VAE models sample z from N(0, 1) as the official
-    test scripts do, so the encoder file is not needed. `step` is -1 (not one of our checkpoints)."""
+    """A model from a config and an official release file, converted (`synth.convert.official_variables`: SPADE's,
+    CC-FPSE's or pix2pixHD's `latest_net_G.pth`, conditional IMLE's TF checkpoint). `step` is -1 (not one of our
+    checkpoints)."""
     system = models.build(config)
-    return Model(system, system.convert_official(path), system.spec, config, system.height, system.width, -1)
+    return Model(system, convert.official_variables(system, path), system.spec, config, system.height, system.width,
+                 -1)
 
 
 def _as_ids(label_map, spec: DatasetSpec) -> np.ndarray:

@@ -373,3 +373,14 @@ def test_parity_with_the_official_networks():
         assert report[name]["max_abs_diff"] < 1e-4, (name, report[name])
     assert report["official_params"] == str({"global_params": 182_546_755, "local_params": 182_857_059,
                                               "discriminator_params": 8_404_803, "encoder_params": 788_803})
+
+
+def test_official_files_convert_through_the_registry_of_converters():
+    import types
+
+    from synth import convert
+
+    assert set(convert.OFFICIAL) == set(models.SYSTEMS)  # every system has its converter
+    nameless = types.SimpleNamespace(config=mlc.ConfigDict({"model": {"name": "unknown"}}))
+    with pytest.raises(ValueError, match="no converter for official 'unknown' files"):
+        convert.official_variables(nameless, "x.pth")

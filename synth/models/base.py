@@ -76,10 +76,6 @@ class System(abc.ABC):
     def init(self, rng: jax.Array) -> dict:
         """{role: variables} for every network."""
 
-    def convert_official(self, path: str) -> dict:
-        """{role: variables} of the generator side from the official release file at `path`."""
-        raise ValueError(f"There is no converter for official {self.config.model.name!r} files.")
-
     def conditioning(self, batch: dict) -> jnp.ndarray:
         """The layout tensor [B, H, W, semantic_nc]: one-hot (+ dontcare channel) (+ instance edges)."""
         t = self.spec.table

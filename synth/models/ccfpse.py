@@ -253,12 +253,6 @@ class CCFPSESystem(SPADESystem):
     def discriminator_network(m) -> nn.Module:
         return FPSEDiscriminator(ndf=m.ndf, spectral=m.spectral_d)
 
-    def convert_official(self, path: str) -> dict:
-        """The official `latest_net_G.pth` (`synth.convert.ccfpse_torch`)."""
-        from synth.convert import ccfpse_torch
-        return {"g": ccfpse_torch.generator_variables(ccfpse_torch.load_pth(path), self.config.model, self.height,
-                                                      self.width)}
-
 
 __all__ = ["AffineBatchNorm", "CCFPSEGenerator", "CCFPSESystem", "ConvBNAct", "DepthsepCCBlock", "LabelPyramid",
            "WeightPredictor", "unused_official_bn_params"]

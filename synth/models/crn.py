@@ -189,11 +189,6 @@ class CIMLESystem(IMLESystem):
         k_g, _ = jax.random.split(rng)  # the same split as the IMLE state's (whose key is the second)
         return {"g": {"params": self.generator.init({"params": k_g}, *self._zeros())["params"]}}
 
-    def convert_official(self, path: str) -> dict:
-        """The official TensorFlow checkpoint (`synth.convert.cimle_tf`)."""
-        from synth.convert import cimle_tf
-        return {"g": cimle_tf.generator_variables(path, self.generator)}
-
     def reinit_noise_encoder(self, params: dict, key: jax.Array) -> dict:
         fresh = self.generator.init({"params": key}, *self._zeros())["params"]
         return {**params, "noise_encoder": fresh["noise_encoder"]}

@@ -292,19 +292,6 @@ class Pix2PixHDSystem(GANSystem):
             cond = jnp.concatenate([cond, features.astype(cond.dtype)], -1)
         return self.generator.apply(variables["g"], cond)
 
-    def convert_official(self, path: str) -> dict:
-        """The official `latest_net_G.pth` (and, with features, `latest_net_E.pth` beside it)."""
-        import os
-
-        from synth.convert import pix2pixhd_torch
-        out = {"g": pix2pixhd_torch.generator_variables(pix2pixhd_torch.load_pth(path), self.config.model,
-                                                       self.height, self.width, self.generator_input_channels())}
-        if self.use_features:
-            e_path = os.path.join(os.path.dirname(path), os.path.basename(path).replace("net_G", "net_E"))
-            out["e"] = pix2pixhd_torch.encoder_variables(pix2pixhd_torch.load_pth(e_path), self.config.model,
-                                                         self.height, self.width)
-        return out
-
 
 __all__ = ["Enhancer", "FeatureClusters", "FeatureEncoder", "GlobalGenerator", "LocalEnhancer",
            "MultiscaleDiscriminator", "Pix2PixHDSystem", "ResnetBlock", "class_of", "instance_average",

@@ -158,12 +158,6 @@ class SPADESystem(GANSystem):
         return MultiscaleDiscriminator(num_D=m.num_D, ndf=m.ndf, n_layers=m.n_layers_D, spectral=m.spectral_d,
                                        norm=m.norm_d, legacy_strides=m.legacy_d_strides)
 
-    def convert_official(self, path: str) -> dict:
-        """The official `latest_net_G.pth` (`synth.convert.spade_torch`)."""
-        from synth.convert import spade_torch
-        return {"g": spade_torch.generator_variables(spade_torch.load_pth(path), self.config.model, self.height,
-                                                     self.width)}
-
     def init_generator(self, key: jax.Array) -> dict:
         seg = jnp.zeros((1, self.height, self.width, self.semantic_nc), jnp.float32)
         z = jnp.zeros((1, self.config.model.z_dim), jnp.float32) if self.use_vae else None
@@ -199,4 +193,3 @@ class SPADESystem(GANSystem):
             elif tuple(z.shape) != z_shape:
                 raise ValueError(f"z must be {list(z_shape)} for {z_shape[0]} layout(s), got {list(z.shape)}.")
         return self.generator.apply(variables["g"], cond, z, train=False, bn_stats=bn_stats)
-

@@ -1,1 +1,1 @@
-"""Training: sharding, state, steps, checkpointing and the loop."""
+"""Training: the run loop (base_trainer), the GAN and IMLE trainers and steps, optimisers, sharding, preemption."""
