@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 
 import harness  # noqa: E402,F401  (puts the repository on sys.path)

@@ -44,7 +44,6 @@ def write_checkpoint(config_path: str, directory: str) -> dict:
     """A full training state of the config's system, zeros, saved as step 1 -> {key: floats}."""
     import jax
     import jax.numpy as jnp
-    from ml_collections import config_flags  # noqa: F401  (the config file may import it)
 
     from synth import checkpoint, models
     from synth.training import gan_step, optimizers

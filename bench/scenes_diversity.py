@@ -34,10 +34,7 @@ def main():
 
     import importlib
 
-    import jax
-
-    from synth import evaluation
-    from synth import logs
+    from synth import evaluation, logs
     from synth.training.loop import train_and_evaluate
 
     logs.configure()

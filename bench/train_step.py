@@ -11,7 +11,6 @@ Usage: python bench/train_step.py [--settings tiny,large] [--steps 5]
 from __future__ import annotations
 
 import argparse
-import os
 
 import harness
 
