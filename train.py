@@ -6,6 +6,7 @@ checkpoint resumes exactly where it stopped.
 
 import logging
 import os
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -30,10 +31,14 @@ def main(argv):
                       os.environ.get("SYNTH_JAX_CACHE", os.path.expanduser("~/.cache/synth-jax")))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     from synth import logs
-    from synth.training.loop import train_and_evaluate
+    from synth.training.loop import USER_ERRORS, train_and_evaluate
 
     logs.configure()
-    summary = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+    try:
+        summary = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+    except USER_ERRORS as e:  # a named problem with the config, the data or the checkpoints: no traceback
+        logging.error("%s", e)
+        sys.exit(f"train.py: {type(e).__name__}: {e}")
     summary.pop("state")
     logging.info("done: %s", summary)
 

@@ -29,6 +29,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from synth import config_check as cc
 from synth import semantics
 from synth.models.discriminators import Judgement
 
@@ -52,6 +53,14 @@ class System(abc.ABC):
     trainer: ClassVar[str]
     batch_keys: ClassVar[tuple[str, ...]] = ("label", "instance", "image")
     generator_side: tuple[str, ...] = ("g",)
+    # What the fields of the config sections this system owns allow (`synth.config_check`): {"model.ngf": rule}.
+    config_rules: ClassVar[dict] = {}
+
+    @classmethod
+    def config_problems(cls, config, height: int, width: int, devices: int | None) -> list[str]:
+        """Problems of fields that constrain each other (e.g. an image size the generator cannot reach), as
+        `config.<field> = <value>: ...` lines; called by `config_check.validate` once `config_rules` pass."""
+        return []
 
     def __init__(self, config, spec, height: int, width: int):
         self.config, self.spec, self.height, self.width = config, spec, int(height), int(width)
@@ -98,6 +107,31 @@ class System(abc.ABC):
     @abc.abstractmethod
     def sample(self, variables: dict, batch: dict, key: jax.Array | None = None, **controls) -> jnp.ndarray:
         """Eval-mode images [B, H, W, 3] in [-1, 1] for a batch (label, instance), drawing what is random from `key`."""
+
+    def at_size(self, height: int, width: int) -> "System | None":
+        """This system built for images of another size, when its generator side holds the same variables there
+        (a fully convolutional generator: the same weights apply at any size it can reach); None when the
+        variables depend on the size (a VAE's dense layer, a cascade sized by its height) or the size does not
+        fit the architecture."""
+        if (height, width) == (self.height, self.width):
+            return self
+        cache = self.__dict__.setdefault("_at_size", {})
+        if (height, width) not in cache:
+            cache[height, width] = self._built_at_size(int(height), int(width))
+        return cache[height, width]
+
+    def _built_at_size(self, height: int, width: int) -> "System | None":
+        if height < 1 or width < 1 or self.config_problems(self.config, height, width, None):
+            return None
+        try:
+            other = type(self)(self.config, self.spec, height, width)
+            theirs = jax.eval_shape(other.init, jax.random.key(0))
+        except (ValueError, TypeError):
+            return None
+        ours = jax.eval_shape(self.init, jax.random.key(0))
+        shapes = lambda tree: jax.tree.map(lambda x: (x.shape, x.dtype), tree)  # noqa: E731
+        same = all(shapes(ours[r]) == shapes(theirs[r]) for r in self.generator_side)
+        return other if same else None
 
     @functools.cached_property
     def jitted_sample(self):
@@ -167,6 +201,25 @@ class IMLESystem(System):
     trainer = "imle"
     controls = ("noise",)
     stochastic = True
+    config_rules = {
+        **{f"imle.{f}": cc.COUNT for f in ("pool_size", "select_batch", "num_samples", "chunk", "inner_steps",
+                                          "rarity_min_images", "cycle_largest")},
+        **{f"imle.{f}": cc.BOOLEAN for f in ("rebalance_data", "rebalance_loss")},
+        "imle.reinit_epoch": cc.integer(0),
+        "imle.reinit_lr_factor": cc.number(above=0.0),
+        "imle.rarity_skipped_score": cc.one_of("image_max", "official"),  # synth.rarity.SKIPPED_SCORES
+    }
+
+    @classmethod
+    def config_problems(cls, config, height: int, width: int, devices) -> list[str]:
+        cfg, problems = config.imle, []
+        if cfg.pool_size % cfg.select_batch:
+            problems.append(f"config.imle.pool_size = {cfg.pool_size}: must be a multiple of config.imle.select_batch "
+                            f"({cfg.select_batch})")
+        if devices and cfg.select_batch % devices:
+            problems.append(f"config.imle.select_batch = {cfg.select_batch}: must be a multiple of the {devices} "
+                            "devices")
+        return problems
 
     @property
     @abc.abstractmethod

@@ -39,6 +39,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from synth import config_check as cc
 from synth.layers import SPADE, BatchNorm, Conv, Dense, nearest_resize, upsample_nearest_2x
 from synth.layers.condconv import predicted_depthwise_conv, to_tap_major
 from synth.layers.conv import ConvParams, conv_stride1
@@ -242,6 +243,9 @@ def unused_official_bn_params(ngf: int) -> int:
 
 class CCFPSESystem(SPADESystem):
     """CC-FPSE: the conditional-convolution generator and the FPSE discriminator on SPADE's system."""
+
+    config_rules = {**SPADESystem.config_rules, "model.cc_hidden": cc.COUNT,
+                    "model.num_upsampling_layers": cc.one_of(*PYRAMID_LEVELS)}
 
     @staticmethod
     def generator_network(m, height: int, width: int) -> nn.Module:

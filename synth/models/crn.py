@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from synth import config_check as cc
 from synth.layers import Conv
 from synth.layers.resample import area_resize, bilinear_resize_align_corners, bilinear_resize_tf1
 from synth.models.base import IMLESystem
@@ -171,6 +172,24 @@ def build(model_config, height: int, width: int) -> CRNGenerator:
 
 class CIMLESystem(IMLESystem):
     """Conditional IMLE: the CRN cascade with the noise encoder, trained by IMLE (registered as "crn")."""
+
+    config_rules = {
+        **IMLESystem.config_rules,
+        "model.num_noise": cc.integer(0),
+        "model.noise_width": cc.COUNT,
+        "model.min_height": cc.COUNT,
+        "model.widths": cc.Rule(lambda v: isinstance(v, (tuple, list)) and all(
+            isinstance(w, int) and w >= 1 for w in v), "a tuple of integers >= 1 (empty: the official widths)"),
+    }
+
+    @classmethod
+    def config_problems(cls, config, height: int, width: int, devices) -> list[str]:
+        problems = super().config_problems(config, height, width, devices)
+        try:
+            build(config.model, height, width)
+        except ValueError as e:
+            problems.append(f"config.model.widths = {tuple(config.model.widths)!r}: {e}")
+        return problems
 
     @classmethod
     def build_networks(cls, model_config, height: int, width: int) -> dict:

@@ -32,6 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from synth import config_check as cc
 from synth.layers import Conv, avg_pool_exclude_pad, instance_norm
 from synth.layers.conv_transpose import ConvTranspose
 from synth.models.base import GANSystem, GeneratorOutput, apply
@@ -215,6 +216,24 @@ def sample_cluster_features(ids: jnp.ndarray, clusters: FeatureClusters, key: ja
 class Pix2PixHDSystem(GANSystem):
     """pix2pixHD: the global generator or the local enhancer, its multiscale discriminator, and with instance
     features the encoder trained with G."""
+
+    config_rules = {
+        **{f"model.{f}": cc.COUNT for f in ("ngf", "ndf", "nef", "feat_num", "num_D", "n_layers_D",
+                                           "n_downsample_global", "n_local_enhancers", "n_downsample_E")},
+        "model.n_blocks_global": cc.integer(0),
+        "model.n_blocks_local": cc.integer(0),
+        "model.netG": cc.one_of("global", "local"),
+        "model.features": cc.one_of(*FEATURE_MODES),
+    }
+
+    @classmethod
+    def config_problems(cls, config, height: int, width: int, devices) -> list[str]:
+        m = config.model
+        halvings = m.n_downsample_global + (m.n_local_enhancers if m.netG == "local" else 0)
+        if height % 2 ** halvings or width % 2 ** halvings:
+            return [f"config.model.n_downsample_global = {m.n_downsample_global} (netG {m.netG!r}): the data's "
+                    f"{height}x{width} must be a multiple of {2 ** halvings} on both sides"]
+        return []
 
     def __init__(self, config, spec, height: int, width: int):
         super().__init__(config, spec, height, width)

@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from synth import config_check as cc
 from synth import losses
 from synth.layers import Conv, Dense, SPADE, nearest_resize, upsample_nearest_2x
 from synth.models.base import GANSystem, GeneratorOutput, apply
@@ -131,6 +132,24 @@ class SPADESystem(GANSystem):
     """SPADE: the generator above, the multiscale PatchGAN, and with `use_vae` the ConvEncoder trained with G."""
 
     static_controls = ("bn_stats",)
+    config_rules = {
+        **{f"model.{f}": cc.COUNT for f in ("ngf", "ndf", "z_dim", "spade_hidden", "num_D", "n_layers_D",
+                                           "encoder_input_size")},
+        **{f"model.{f}": cc.BOOLEAN for f in ("use_vae", "spectral_g", "spectral_d", "legacy_d_strides")},
+        "model.num_upsampling_layers": cc.one_of(*NUM_UPSAMPLING),
+        "model.spade_norm": cc.one_of("batch", "instance"),
+        "model.spade_kernel": cc.Rule(lambda v: isinstance(v, int) and v >= 1 and v % 2 == 1, "an odd integer >= 1"),
+        "model.norm_d": cc.one_of("instance", "none"),
+    }
+
+    @classmethod
+    def config_problems(cls, config, height: int, width: int, devices) -> list[str]:
+        try:
+            latent_size(height, width, config.model.num_upsampling_layers)
+        except ValueError as e:
+            return [f"config.model.num_upsampling_layers = {config.model.num_upsampling_layers!r} at the data's "
+                    f"{height}x{width}: {e}"]
+        return []
 
     def __init__(self, config, spec, height: int, width: int):
         super().__init__(config, spec, height, width)

@@ -30,7 +30,7 @@ class GANTrainer(BaseTrainer):
     def begin(self, state, start: int) -> None:
         config = self.config
         self._train_iter = iter(pipeline.train_dataset(
-            sources.get_source(config.data, "train"), sources.preprocess_of(config.data),
+            self.train_source, sources.preprocess_of(config.data),
             config.train.batch_size, seed=config.train.seed, start_step=start))
 
     def train_step(self, state, step: int, writer, summary: dict):

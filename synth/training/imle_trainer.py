@@ -23,25 +23,12 @@ from synth.training.base_trainer import BaseTrainer
 log = logging.getLogger("synth")
 
 
-def check_imle_config(cfg, devices: int) -> None:
-    if cfg.pool_size % cfg.select_batch:
-        raise ValueError(f"config.imle.pool_size {cfg.pool_size} must be a multiple of config.imle.select_batch "
-                         f"{cfg.select_batch}.")
-    if cfg.select_batch % devices:
-        raise ValueError(f"config.imle.select_batch {cfg.select_batch} does not split over the {devices} devices "
-                         "of the mesh; use a multiple.")
-    for field in ("num_samples", "chunk", "inner_steps", "pool_size"):
-        if int(cfg[field]) < 1:
-            raise ValueError(f"config.imle.{field} must be >= 1, got {cfg[field]}.")
-
-
 class IMLETrainer(BaseTrainer):
     """Conditional IMLE's trainer: per epoch a pool with selected codes, then jitted inner steps on it."""
 
     def __init__(self, config, workdir: str, mesh=None, system=None):
         super().__init__(config, workdir, mesh, system)
         cfg = config.imle
-        check_imle_config(cfg, self.mesh.devices.size)
         if self.system.trainer != "imle" or not self.system.noise_channels:
             raise ValueError(f"config.model.name {config.model.name!r} with num_noise "
                              f"{config.model.get('num_noise')} cannot be trained by IMLE (it needs a noise input).")
@@ -54,7 +41,6 @@ class IMLETrainer(BaseTrainer):
                 role="IMLE distance", paper_network="matconvnet")
         self.by_batch = by_batch = sharding.batch_sharding(self.mesh)
         constrain = lambda x: jax.lax.with_sharding_constraint(x, by_batch)  # noqa: E731
-        self.train_source = sources.get_source(config.data, "train")
         self.preprocess = sources.preprocess_of(config.data).for_eval()  # the official code neither flips nor crops
         step = imle_step.make_imle_step(self.system, self.distance, self.feature_net, self.tx, config, constrain)
         self.step = jax.jit(step, donate_argnums=(0,), out_shardings=(self.replicated, self.replicated))

@@ -3,15 +3,27 @@
 
 from __future__ import annotations
 
-from synth import models
+from data_pipelines.labels import LabelError
+from data_pipelines.sources.base import DatasetError
+from synth import checkpoint, config_check, models
+from synth.training import sharding
 from synth.training.base_trainer import BaseTrainer, TrainingDiverged
 from synth.training.gan_trainer import GANTrainer
 from synth.training.imle_trainer import IMLETrainer
 
 TRAINERS: dict[str, type[BaseTrainer]] = {"gan": GANTrainer, "imle": IMLETrainer}
 
+# Errors that say what to fix in the user's config, data, checkpoints or weight files (the command line prints
+# their message without a traceback).
+USER_ERRORS = (config_check.ConfigError, DatasetError, LabelError, checkpoint.CheckpointMismatchError,
+               checkpoint.CheckpointNotFoundError, TrainingDiverged, FileNotFoundError)
+
 
 def make_trainer(config, workdir: str, mesh=None) -> BaseTrainer:
+    """The trainer of the config's system; the whole config is validated first (`synth.config_check`), before
+    any data is read or anything is compiled."""
+    mesh = sharding.make_mesh() if mesh is None else mesh
+    config_check.validate(config, devices=mesh.devices.size)
     system = models.build(config)
     return TRAINERS[system.trainer](config, workdir, mesh, system)
 
@@ -24,4 +36,4 @@ def train_and_evaluate(config, workdir: str, *, stop_at: int | None = None) -> d
         trainer.checkpointer.close()
 
 
-__all__ = ["TRAINERS", "TrainingDiverged", "make_trainer", "train_and_evaluate"]
+__all__ = ["TRAINERS", "USER_ERRORS", "TrainingDiverged", "make_trainer", "train_and_evaluate"]
