@@ -125,6 +125,8 @@ def train_demo(workdir: str, seconds: float, out_dir: str) -> dict:
     if os.path.isdir(workdir):
         shutil.rmtree(workdir)  # The demo always starts from scratch.
     result = train_and_evaluate(config, workdir)
+    if result.get("preempted"):
+        raise SystemExit(f"The demo was stopped by a signal at step {result['final_step']} (saved in {workdir}).")
     before, after = result["step_0"]["class_colour_error"], result["final"]["class_colour_error"]
     report = {"config": "configs/scenes_spade.py", "steps": result["final_step"],
               "train_seconds": result["train_seconds"],

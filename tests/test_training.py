@@ -204,8 +204,9 @@ def test_ema_follows_its_recurrence_and_generate_uses_it(tmp_path):
     assert not np.array_equal(with_ema, without)
 
 
-def sigterm_when_logged(cmd: list, marker: str) -> str:
-    """Runs `cmd`, sends SIGTERM as soon as a log line contains `marker`, returns the log of a clean exit."""
+def sigterm_when_logged(cmd: list, marker: str, timing: dict | None = None) -> str:
+    """Runs `cmd`, sends SIGTERM as soon as a log line contains `marker`, returns the log of a clean exit (and
+    puts the seconds from the signal to the exit in `timing["exit_s"]`)."""
     import signal
     import threading
     import time
@@ -219,7 +220,10 @@ def sigterm_when_logged(cmd: list, marker: str) -> str:
         time.sleep(0.5)
     assert proc.poll() is None, "".join(lines)[-3000:]
     proc.send_signal(signal.SIGTERM)
+    signalled = time.time()
     proc.wait(timeout=300)
+    if timing is not None:
+        timing["exit_s"] = time.time() - signalled
     reader.join(timeout=10)
     log = "".join(lines)
     assert proc.returncode == 0, log[-3000:]
@@ -240,6 +244,11 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path):
     assert 1 <= saved < 100000  # a step between the periodic saves was written because of the signal
 
     # The same command resumes; stopped the same way (the same config, so its programs come from the cache).
-    log = sigterm_when_logged(cmd, "Resumed from step")
+    timing = {}
+    log = sigterm_when_logged(cmd, "Resumed from step", timing)
     assert f"Resumed from step {saved}" in log
     assert checkpoint.read_metadata(str(ckpt_dir))["step"] > saved
+    # A preempted run saves and exits: no final evaluation or sample grid (those are for runs that finish).
+    assert "exiting without the final evaluation" in log and not (tmp_path / "samples.png").exists()
+    print(f"SIGTERM to exit: {timing['exit_s']:.1f} s")
+    assert timing["exit_s"] < 30

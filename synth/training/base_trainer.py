@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from data_pipelines import pipeline, sources
-from synth import checkpoint, models
+from synth import checkpoint, config_check, models
 from synth.metrics.colour import ClassColourAccumulator
 from synth.training import sharding
 from synth.training.preemption import PreemptionGuard
@@ -50,6 +50,13 @@ class BaseTrainer(abc.ABC):
         self.spec, self.height, self.width = self.system.spec, self.system.height, self.system.width
         self.replicated = sharding.replicated(self.mesh)
         self.feature_note = None
+        # Listing files reads no data; a batch larger than the split would never fill (drop_remainder).
+        self.train_source = sources.get_source(config.data, "train")
+        if self.train_source.num_examples < config.train.batch_size:
+            raise config_check.ConfigError(
+                f"config.train.batch_size = {config.train.batch_size}: must be <= the "
+                f"{self.train_source.num_examples} training examples of {config.data.name} "
+                f"({config.data.get('root') or 'generated'}).")
 
     def _finish_init(self, init) -> None:
         self._init = init
@@ -159,7 +166,7 @@ class BaseTrainer(abc.ABC):
         progress = periodic_actions.ReportProgress(num_train_steps=train.num_steps, writer=writer,
                                                    every_steps=train.log_every)
         history: dict[str, list] = {}
-        began, step = time.time(), start
+        began, step, preempted = time.time(), start, False
         with metric_writers.ensure_flushes(writer):
             while step < train.num_steps:
                 with jax.profiler.StepTraceAnnotation("train", step_num=step):
@@ -167,10 +174,14 @@ class BaseTrainer(abc.ABC):
                 bad = sorted(k for k, v in metrics.items() if not np.isfinite(v))
                 if bad:
                     self.checkpointer.wait()
+                    last = self.checkpointer.latest_step()
+                    where = (f"The last good checkpoint is step {last} in {self.checkpointer.directory}"
+                             if last is not None else
+                             f"No checkpoint was written before it (config.train.checkpoint_every = "
+                             f"{train.checkpoint_every}); the run restarts from initialisation")
                     raise TrainingDiverged(
-                        f"Training diverged at step {step + 1}: {', '.join(bad)} became non-finite. The last "
-                        f"good checkpoint is step {self.checkpointer.latest_step()} in "
-                        f"{self.checkpointer.directory}; lower the learning rates or check the data.")
+                        f"Training diverged at step {step + 1}: {', '.join(bad)} became non-finite. {where}; "
+                        "lower the learning rates or check the data.")
                 step += 1
                 for k, v in metrics.items():
                     history.setdefault(k, []).append(float(v))
@@ -183,16 +194,23 @@ class BaseTrainer(abc.ABC):
                     Image.fromarray(grid).save(os.path.join(samples_dir, f"step_{step:07d}.png"))
                 self.checkpointer.save(step, state, config=config, dataset=self.spec)
                 out_of_time = train.get("max_seconds", 0) and time.time() - began > train.max_seconds
-                if guard.requested() or out_of_time or step == stop_at:
-                    reason = ("train.max_seconds reached" if out_of_time else
-                              "preemption" if guard.requested() else f"stop_at={stop_at}")
+                preempted = guard.requested()
+                if preempted or out_of_time or step == stop_at:
+                    reason = ("preemption" if preempted else "train.max_seconds reached" if out_of_time else
+                              f"stop_at={stop_at}")
                     log.warning("Stopping at step %d (%s).", step, reason)
                     break
             self.checkpointer.save(step, state, config=config, dataset=self.spec, force=True)
             self.checkpointer.wait()
         summary.update({"final_step": step, "train_seconds": round(time.time() - began, 1),
-                        "final": self.evaluate(state),
                         "losses_last_log": {k: float(np.mean(v[-train.log_every:])) for k, v in history.items()}})
+        if preempted:
+            # A preempted job has a grace period of seconds: the state is saved, so it exits now and leaves the
+            # final evaluation and grid to the run that finishes.
+            summary["preempted"] = True
+            log.warning("Preempted: step %d is saved; exiting without the final evaluation.", step)
+            return {"state": state, **summary}
+        summary["final"] = self.evaluate(state)
         grid = self.sample_grid(state, sample_batch, self.grid_samples)
         Image.fromarray(grid).save(os.path.join(self.workdir, "samples.png"))
         if self.feature_note:
