@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
+import errno
 import functools
 import json
+import os
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -308,6 +310,12 @@ def get_table(name: str) -> ClassTable:
 
 # --- Decoding label files ---------------------------------------------------------------------------------
 
+# Formats whose pixels are stored exactly. A label saved as JPEG (whatever its name) has compression noise at
+# region edges that can stay within valid ids and silently change classes, so the format is read from the
+# content, never from the file name.
+LOSSLESS_FORMATS = ("PNG", "BMP", "TIFF", "GIF", "PPM")
+
+
 def _open(path: str):
     from PIL import Image
     image = None
@@ -315,11 +323,25 @@ def _open(path: str):
         image = Image.open(path)
         image.load()
     except FileNotFoundError:
+        if os.path.islink(path):
+            raise LabelError(f"{path}: a symlink to {os.readlink(path)!r}, which does not exist.") from None
         raise
-    except Exception as e:  # PIL raises several types for truncated or foreign files.
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise LabelError(f"{path}: a symlink loop (it resolves to itself); point it at a real file.") from None
         if image is not None:
             image.close()  # A failed load() leaves the file open.
         raise LabelError(f"{path}: cannot decode image ({type(e).__name__}: {e}).") from e
+    except Exception as e:  # PIL raises several types for truncated or foreign files.
+        if image is not None:
+            image.close()
+        raise LabelError(f"{path}: cannot decode image ({type(e).__name__}: {e}).") from e
+    if image.format not in LOSSLESS_FORMATS:
+        fmt = image.format
+        image.close()
+        raise LabelError(f"{path}: the file is {fmt}, a lossy format (whatever its name); label maps must be "
+                         f"stored losslessly ({', '.join(LOSSLESS_FORMATS)}), since compression noise changes "
+                         "class ids at region edges. Re-export the labels from their source as PNG.")
     return image
 
 
@@ -330,6 +352,9 @@ def read_index(path: str) -> np.ndarray:
         return np.asarray(image, np.uint8)
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         return np.asarray(image).astype(np.int32)
+    if image.mode == "1":
+        raise LabelError(f"{path}: a 1-bit image (mode '1'), whose pixels read as 0/255, not class ids; save it as "
+                         "8-bit grey with the ids as values, e.g. Image.fromarray(np.asarray(im, np.uint8)).")
     raise LabelError(f"{path}: an index label must be a single-channel image, got mode {image.mode!r}.")
 
 

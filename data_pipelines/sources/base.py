@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 from typing import Callable, Iterable, Sequence
 
@@ -26,6 +27,14 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 def require_dir(path: str, what: str) -> str:
     if not os.path.isdir(path):
+        if os.path.islink(path):
+            try:
+                os.stat(path)
+            except OSError as e:
+                problem = "a symlink loop" if e.errno == errno.ELOOP else f"a symlink to missing {os.readlink(path)!r}"
+                raise DatasetError(f"{what}: directory {path} is {problem}; point it at the data.") from None
+        if os.path.exists(path):
+            raise DatasetError(f"{what}: {path} is a file, not a directory.")
         raise DatasetError(f"{what}: directory {path} does not exist.")
     return path
 
