@@ -77,6 +77,8 @@ def pair_by_stem(labels: Iterable[str], images: Iterable[str] | None, instances:
         for key in sorted(set(by_label) - set(by_image)):
             raise DatasetError(f"{what}: label {by_label[key]} has no image file (stem {key!r}).")
     if by_instance is not None:
+        for key in sorted(set(by_instance) - set(by_label)):
+            raise DatasetError(f"{what}: instance map {by_instance[key]} has no label file (stem {key!r}).")
         for key in sorted(set(by_label) - set(by_instance)):
             raise DatasetError(f"{what}: label {by_label[key]} has no instance map (stem {key!r}).")
     return [Example(key=k, label=by_label[k], image=by_image[k] if by_image is not None else None,
