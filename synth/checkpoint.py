@@ -30,14 +30,28 @@ Orbax choices (orbax-checkpoint 0.12.x, v0 `CheckpointManager`):
 
 Inference restores only what it needs (`restore_subset`: the generator-side weights, by their stored shapes,
 with Orbax's partial restore), so loading a model neither builds the optimiser nor holds its state.
+
+Damaged steps: a step is damaged when its directory is empty, lacks the `state` or `meta` item, its meta JSON
+or Orbax's state metadata is unreadable (the cheap checks: no array read), or restoring its arrays fails with a
+data error (truncated or zeroed files: tensorstore's DATA_LOSS, OUT_OF_RANGE, FAILED_PRECONDITION, NOT_FOUND; an
+OSError; bad JSON). Without an explicit step, restores (`Checkpointer.restore`, `restore_subset`) and metadata
+reads (`read_metadata`, `Checkpointer.metadata`: cheap checks only) use the newest intact step and log a warning
+naming each newer damaged step directory, its damage and the `rm -rf` that removes it; an explicit damaged step,
+or no intact step at all, raises `CheckpointDamagedError`. Config and state-tree mismatches are not damage: they
+raise `CheckpointMismatchError` (checked before any array is read). Readers leave damaged steps in place. A resume
+(`Checkpointer.restore` without a step) renames each newer damaged `<step>` to `<step>.damaged` (`.damaged-2`, ...
+if taken) and logs it: Orbax ignores such names, whereas a damaged `<step>` left in place stays Orbax's latest
+step, so saves up to it would be skipped, a forced save of it refused, and it would count towards `keep`.
+Nothing is deleted.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import jax
 import numpy as np
@@ -61,6 +75,11 @@ class CheckpointMismatchError(ValueError):
 
 class CheckpointNotFoundError(FileNotFoundError):
     """There is no (finished) checkpoint in the directory, or not at the requested step."""
+
+
+class CheckpointDamagedError(ValueError):
+    """The requested checkpoint step, or every step in the directory, is damaged (files missing, truncated or
+    unreadable). The message names each step directory and what is wrong with it."""
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -149,31 +168,177 @@ def _reader(directory: str) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(os.fspath(directory), options=options, handler_registry=_handler_registry())
 
 
-def _resolve_step(mngr: ocp.CheckpointManager, directory: str, step: int | None) -> int:
-    steps = sorted(mngr.all_steps())
+def _steps(mngr: ocp.CheckpointManager, directory: str, step: int | None) -> list[int]:
+    """All finished steps, oldest first; CheckpointNotFoundError if there are none or `step` is not one."""
+    steps = sorted(int(s) for s in mngr.all_steps())
     if not steps:
         raise CheckpointNotFoundError(f"No checkpoint in {directory!s} (no finished step directory; "
                                       "unfinished '*.orbax-checkpoint-tmp' directories do not count).")
-    if step is None:
-        return steps[-1]
-    if step not in steps:
+    if step is not None and step not in steps:
         raise CheckpointNotFoundError(f"No checkpoint for step {step} in {directory!s}; it has steps {steps}.")
-    return int(step)
+    return steps
+
+
+# Damage: the files of a step are missing, cut short or overwritten. Tensorstore reports errors as ValueErrors
+# whose message starts with an absl status code; these codes are what truncated or zeroed files give (other
+# codes, such as UNAVAILABLE or RESOURCE_EXHAUSTED, are not a property of the files and propagate).
+_DAMAGE_CODES = ("DATA_LOSS", "OUT_OF_RANGE", "FAILED_PRECONDITION", "NOT_FOUND")
+_DAMAGE_TYPES = (OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError)
+
+
+class _StepDamaged(Exception):
+    """Internal: one step's files are damaged; the message says how."""
+
+
+def _step_path(directory: str, step: int) -> str:
+    return os.path.join(directory, str(step))  # Orbax's default step names: the bare number.
+
+
+def _short(e: BaseException, limit: int = 300) -> str:
+    lines = str(e).strip().splitlines()
+    text = f"{type(e).__name__}: {lines[0].rstrip('.')}" if lines else type(e).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _damage(e: BaseException) -> str | None:
+    """A short description of `e` if it, or an exception it was raised from, says that checkpoint files are
+    missing or unreadable; None for anything else (a mismatch, a bug, a transient error)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, _DAMAGE_TYPES):
+            return _short(e)
+        if isinstance(e, ValueError) and str(e).split(":", 1)[0].strip() in _DAMAGE_CODES:
+            return _short(e)
+        e = e.__cause__  # Orbax wraps tensorstore's error in a bare Exception `from` it.
+    return None
+
+
+def _check_step(mngr: ocp.CheckpointManager, directory: str, step: int) -> tuple[dict, Mapping]:
+    """(meta, stored state tree metadata) of `step` after the cheap checks: both items there, the meta JSON and
+    Orbax's state metadata readable. No array is read. Raises _StepDamaged saying what is wrong."""
+    path = _step_path(directory, step)
+    if not os.path.isdir(path):
+        raise _StepDamaged("step directory missing (removed while it was being read?)")
+    if not os.listdir(path):
+        raise _StepDamaged("step directory is empty")
+    for item in (_STATE, _META):
+        if not os.path.isdir(os.path.join(path, item)):
+            raise _StepDamaged(f"{item} item missing (no {item}/ directory)")
+    try:
+        meta = mngr.restore(step, args=ocp.args.Composite(**{_META: ocp.args.JsonRestore()}))[_META]
+    except (KeyError, ValueError, *_DAMAGE_TYPES) as e:
+        raise _StepDamaged(f"meta unreadable: {_short(e)}") from e
+    if not isinstance(meta, Mapping):
+        raise _StepDamaged(f"meta unreadable: it holds {type(meta).__name__}, not a JSON object")
+    try:
+        stored = mngr.item_metadata(step)[_STATE]
+    except (KeyError, ValueError, *_DAMAGE_TYPES) as e:
+        raise _StepDamaged(f"state metadata unreadable: {_damage(e) or _short(e)}") from e
+    tree = getattr(stored, "tree", stored)
+    if not isinstance(tree, Mapping):
+        raise _StepDamaged("state metadata unreadable: no state tree")
+    return dict(meta), tree
+
+
+def _array_damage(e: BaseException) -> None:
+    """Raises _StepDamaged from `e` if it is a data error of the array restore; returns otherwise."""
+    damage = _damage(e)
+    if damage is not None:
+        raise _StepDamaged(f"array data unreadable: {damage}") from e
+
+
+_barriers = itertools.count()
+
+
+def _move_aside(path: str) -> str:
+    target, n = path + ".damaged", 2
+    while os.path.lexists(target):
+        target, n = f"{path}.damaged-{n}", n + 1
+    os.rename(path, target)
+    return target
+
+
+def _newest_intact(mngr: ocp.CheckpointManager, directory: str, step: int | None,
+                   attempt: Callable[[int, dict, Mapping], Any], *, newest: int | None = None,
+                   move_aside: bool = False) -> tuple[int, Any]:
+    """(step, attempt(step, meta, stored tree)) of `step`, or without one of the newest intact step (at most
+    `newest`). `attempt` reads what the caller needs and raises _StepDamaged for damaged data; any other error
+    (a mismatch) propagates at once. Newer damaged steps are logged, and with `move_aside` (the writer) renamed to
+    `<step>.damaged`. An explicit damaged step, or no intact step, raises CheckpointDamagedError."""
+    steps = _steps(mngr, directory, step)
+    if step is not None:
+        try:
+            return int(step), attempt(int(step), *_check_step(mngr, directory, int(step)))
+        except _StepDamaged as e:
+            path = _step_path(directory, int(step))
+            raise CheckpointDamagedError(
+                f"Checkpoint step {step} in {directory} is damaged: {e}. Its directory is {path}; ask for another "
+                f"step (the directory has steps {steps}), or remove it with `rm -rf {path}`.") from e
+    candidates = [s for s in reversed(steps) if newest is None or s <= newest]
+    if not candidates:
+        raise CheckpointNotFoundError(f"No checkpoint at or before step {newest} in {directory}; it has steps "
+                                      f"{steps}.")
+    damaged = []
+    for s in candidates:
+        try:
+            result = attempt(s, *_check_step(mngr, directory, s))
+        except _StepDamaged as e:
+            path = _step_path(directory, s)
+            damaged.append((s, str(e)))
+            hint = ("it is moved aside if an older step is intact" if move_aside else
+                    f"remove it with `rm -rf {path}` (or move it out of the directory)")
+            log.warning("Checkpoint step %d in %s is damaged: %s. Trying the next older step; %s.", s, path, e, hint)
+            continue
+        if damaged and move_aside:
+            _move_damaged_aside(mngr, directory, damaged, s)
+        if damaged:
+            log.warning("Using checkpoint step %d of %s: the newest intact step.", s, directory)
+        return s, result
+    listing = "\n".join(f"  step {d} ({_step_path(directory, d)}): {problem}" for d, problem in damaged)
+    raise CheckpointDamagedError(
+        f"No intact checkpoint in {directory}; every step is damaged:\n{listing}\nRemove the damaged step "
+        "directories (`rm -rf <step directory>`) to start afresh, or put back intact copies.")
+
+
+def _move_damaged_aside(mngr: ocp.CheckpointManager, directory: str, damaged: list[tuple[int, str]],
+                        intact: int) -> None:
+    """The writer's part of the fallback: renames the damaged steps newer than `intact` to `<step>.damaged`, so
+    that the run can write those steps again (process 0 renames, the others wait), and logs where they went."""
+    tag = next(_barriers)
+    ocp.multihost.sync_global_processes(f"synth_checkpoint_damaged_before_{tag}")
+    failed = None
+    if jax.process_index() == 0:
+        for d, problem in damaged:
+            path = _step_path(directory, d)
+            try:
+                target = _move_aside(path)
+            except OSError as e:
+                failed = CheckpointDamagedError(
+                    f"Checkpoint step {d} in {path} is damaged ({problem}), and it could not be moved aside ({e}); "
+                    f"remove it with `rm -rf {path}` and resume again.")
+                failed.__cause__ = e
+                break
+            log.warning("Moved the damaged checkpoint step %d from %s to %s, so that this run, resuming from step "
+                        "%d, can write step %d again; remove it with `rm -rf %s` once you no longer need it.",
+                        d, path, target, intact, d, target)
+    ocp.multihost.sync_global_processes(f"synth_checkpoint_damaged_after_{tag}")  # Raise only after it: no hang.
+    if failed is not None:
+        raise failed
+    mngr.reload()
 
 
 def _read_meta(mngr: ocp.CheckpointManager, directory: str, step: int | None) -> dict:
-    step = _resolve_step(mngr, directory, step)
-    meta = mngr.restore(step, args=ocp.args.Composite(**{_META: ocp.args.JsonRestore()}))[_META]
-    if meta is None:
-        raise CheckpointMismatchError(f"Checkpoint {directory!s} step {step} has no '{_META}' item; it was not "
-                                      "written by synth.checkpoint.")
+    step, meta = _newest_intact(mngr, directory, step, lambda s, meta, tree: meta)
     return {"config": meta.get("config", {}), "dataset": meta.get("dataset", {}), "step": step}
 
 
 def read_metadata(directory: str, step: int | None = None) -> dict:
-    """{"config", "dataset", "step"} of the latest (or the given) checkpoint in `directory`, without
-    restoring any arrays. It is safe to call while a training run writes to the directory. Orbax
-    synchronises processes here, so in a multi-process run every process must call it."""
+    """{"config", "dataset", "step"} of the newest intact (or the given) checkpoint in `directory`, without
+    restoring any arrays (so only the cheap damage checks run: files present, metadata readable). It is safe to
+    call while a training run writes to the directory. Orbax synchronises processes here, so in a multi-process
+    run every process must call it."""
+    directory = os.path.abspath(os.fspath(directory))
     mngr = _reader(directory)
     try:
         return _read_meta(mngr, directory, step)
@@ -182,25 +347,33 @@ def read_metadata(directory: str, step: int | None = None) -> dict:
 
 
 def restore_subset(directory: str, keys: Iterable[str], step: int | None = None,
-                   sharding: jax.sharding.Sharding | None = None) -> tuple[dict, int]:
+                   sharding: jax.sharding.Sharding | None = None, *, newest: int | None = None) -> tuple[dict, int]:
     """({key: subtree}, step) of the state's top-level `keys` that the checkpoint holds (others are skipped),
     restored with the shapes and dtypes stored in the checkpoint (no target tree needs building) onto
-    `sharding` (default: the first local device). Nothing else of the state is read."""
+    `sharding` (default: the first local device). Nothing else of the state is read.
+
+    Without `step`, the newest step whose files and restored arrays are intact (at most `newest`, if given:
+    the step whose metadata the caller read); check the step returned."""
     directory = os.path.abspath(os.fspath(directory))
-    mngr = _reader(directory)
-    try:
-        step = _resolve_step(mngr, directory, step)
-        stored = mngr.item_metadata(step)[_STATE]
-        stored = getattr(stored, "tree", stored)
-        if not isinstance(stored, Mapping):
-            raise CheckpointMismatchError(f"Checkpoint {directory} (step {step}) has no readable state tree.")
+    keys = tuple(keys)
+    sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+    def attempt(s: int, meta: dict, stored: Mapping) -> dict:
         target = {k: stored[k] for k in keys if k in stored}
-        sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         item = jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=sharding), target)
         restore_args = jax.tree.map(lambda _: ocp.ArrayRestoreArgs(sharding=sharding), target)
-        restored = mngr.restore(step, args=ocp.args.Composite(**{_STATE: ocp.args.PyTreeRestore(
-            item=item, restore_args=restore_args, partial_restore=True)}))[_STATE]
-        return dict(restored), step
+        try:
+            restored = mngr.restore(s, args=ocp.args.Composite(**{_STATE: ocp.args.PyTreeRestore(
+                item=item, restore_args=restore_args, partial_restore=True)}))[_STATE]
+        except Exception as e:  # noqa: BLE001 -- data errors mean damage; everything else is re-raised.
+            _array_damage(e)
+            raise
+        return dict(restored)
+
+    mngr = _reader(directory)
+    try:
+        step, restored = _newest_intact(mngr, directory, step, attempt, newest=newest)
+        return restored, step
     finally:
         mngr.close()
 
@@ -309,45 +482,52 @@ class Checkpointer:
         return sorted(int(s) for s in self._mngr.all_steps())
 
     def metadata(self, step: int | None = None) -> dict:
-        """{"config", "dataset", "step"} of the latest (or given) checkpoint."""
+        """{"config", "dataset", "step"} of the newest intact (or given) checkpoint (cheap checks only)."""
         self.wait()
         return _read_meta(self._mngr, self.directory, step)
 
     # -- restoring
 
     def restore(self, abstract_state, *, step: int | None = None, config=None):
-        """The state of the latest (or given) checkpoint, laid out like `abstract_state`.
+        """The state of the newest intact (or given) checkpoint, laid out like `abstract_state`.
 
         `abstract_state` is a pytree of `jax.ShapeDtypeStruct`s that carry the wanted `.sharding` (for
         example `jax.eval_shape(init)` with shardings added), or a concrete state whose shapes, dtypes and
         shardings are used. Arrays are restored directly into those shardings. If `config` is given, it
         must match the stored config except for RESUMABLE_FIELDS; otherwise CheckpointMismatchError
         lists every difference.
+
+        Without `step`, damaged newer steps are skipped with a warning and renamed to `<step>.damaged`, so
+        that the resumed run can save those steps again (module docstring); check `state["step"]`.
         """
         self.wait()
-        step = _resolve_step(self._mngr, self.directory, step)
-        where = f"checkpoint {self.directory} (step {step})"
-        if config is not None:
-            stored = _read_meta(self._mngr, self.directory, step)["config"]
-            diffs = config_differences(stored, config)
-            if diffs:
-                lines = "\n".join(f"  {p}: stored {a!r}, current {b!r}" for p, a, b in diffs)
-                raise CheckpointMismatchError(
-                    f"The config differs from the one {where} was trained with:\n{lines}\n"
-                    f"(Only {', '.join(RESUMABLE_FIELDS)} may change on resume.)")
         abstract = jax.tree.map(_abstract_leaf, abstract_state)
-        stored_meta = self._mngr.item_metadata(step)[_STATE]
-        if stored_meta is not None:
-            problems = _structure_differences(getattr(stored_meta, "tree", stored_meta), abstract)
+
+        def attempt(s: int, meta: dict, stored_tree: Mapping):
+            where = f"checkpoint {self.directory} (step {s})"
+            if config is not None:
+                diffs = config_differences(meta.get("config", {}), config)
+                if diffs:
+                    lines = "\n".join(f"  {p}: stored {a!r}, current {b!r}" for p, a, b in diffs)
+                    raise CheckpointMismatchError(
+                        f"The config differs from the one {where} was trained with:\n{lines}\n"
+                        f"(Only {', '.join(RESUMABLE_FIELDS)} may change on resume.)")
+            problems = _structure_differences(stored_tree, abstract)
             if problems:
                 raise CheckpointMismatchError(
                     f"The state being restored does not match {where}:\n  " + "\n  ".join(problems))
-        try:
-            restored = self._mngr.restore(step, args=ocp.args.Composite(
-                **{_STATE: ocp.args.StandardRestore(abstract)}))
-        except (ValueError, TypeError) as e:
-            raise CheckpointMismatchError(f"Could not restore {where} into the given state: {e}") from e
-        return restored[_STATE]
+            try:
+                restored = self._mngr.restore(s, args=ocp.args.Composite(
+                    **{_STATE: ocp.args.StandardRestore(abstract)}))
+            except Exception as e:  # noqa: BLE001 -- data errors mean damage; the rest is a mismatch or re-raised.
+                _array_damage(e)
+                if isinstance(e, (ValueError, TypeError)):
+                    raise CheckpointMismatchError(f"Could not restore {where} into the given state: {e}") from e
+                raise
+            return restored[_STATE]
+
+        _, state = _newest_intact(self._mngr, self.directory, step, attempt, move_aside=True)
+        return state
 
     # -- lifetime
 

@@ -57,12 +57,17 @@ def _check_fits(system: models.System, state: dict, where: str) -> None:
 
 
 def load(checkpoint_dir: str, *, step: int | None = None) -> Model:
-    """The generator side of a training checkpoint (the latest, or `step`); no config or flags needed."""
+    """The generator side of a training checkpoint (the newest intact one, or `step`); no config or flags needed.
+    Damaged newer steps are skipped with a warning (`synth.checkpoint`)."""
     meta = checkpoint.read_metadata(checkpoint_dir, step)
     config = mlc.ConfigDict(meta["config"])
     spec = DatasetSpec.from_summary(meta["dataset"])
     system = models.build(config, spec)
-    state, step = checkpoint.restore_subset(checkpoint_dir, system.generator_side + ("ema_g",), meta["step"])
+    state, restored = checkpoint.restore_subset(checkpoint_dir, system.generator_side + ("ema_g",), step,
+                                                newest=meta["step"])
+    if restored != meta["step"]:  # That step's arrays are damaged (logged): load the older step, with its metadata.
+        return load(checkpoint_dir, step=restored)
+    step = restored
     _check_fits(system, state, f"Checkpoint {checkpoint_dir} (step {step})")
     return Model(system, state, spec, config, system.height, system.width, int(step))
 
