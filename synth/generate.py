@@ -4,8 +4,9 @@
     images = synth.generate.generate(model, "my_layout.png", rng=jax.random.key(0))  # uint8 [B,H,W,3]
 
 Label maps may be int arrays of class ids ([H,W] or [B,H,W]), index PNGs or palette PNGs (decoded with the
-class table stored in the checkpoint). A map of another size is resized (nearest) to the model's size and
-the images are resized back (bilinear), so any input size works. Every image comes from the system's own
+class table stored in the checkpoint). A map of another size is rendered at its own size where the generator
+is fully convolutional and reaches that size, and otherwise resized (nearest) to the model's size with the
+image resized back (bilinear); `generate(..., resolution=...)` chooses. Every image comes from the system's own
 `sample` (`synth/models/base.py`), the same path as the trainer's samples and the evaluation protocols.
 
 Inference imports nothing from `synth.training`: `load` reads the checkpoint's metadata, builds the system,
@@ -15,6 +16,7 @@ and restores only the generator-side weights (and their average, if the run kept
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import jax
 import jax.numpy as jnp
@@ -90,13 +92,21 @@ def from_official(config: mlc.ConfigDict, path: str) -> Model:
 
 
 def _as_ids(label_map, spec: DatasetSpec) -> np.ndarray:
-    if isinstance(label_map, str):
-        return labels_lib.read_label(label_map, spec.table, spec.label_encoding)[None]
+    if isinstance(label_map, (str, os.PathLike)):
+        return labels_lib.read_label(os.fspath(label_map), spec.table, spec.label_encoding)[None]
     ids = np.asarray(label_map)
     if ids.ndim == 2:
         ids = ids[None]
+    if ids.ndim == 3 and ids.shape[-1] in (3, 4) and min(ids.shape[:2]) > 4:
+        raise ValueError(f"label_map {list(ids.shape)} looks like a colour image [H, W, {ids.shape[-1]}]; pass "
+                         "class ids [H, W] or [B, H, W], or the path of a palette PNG (decoded with the model's "
+                         "class table).")
     if ids.ndim != 3 or ids.dtype.kind not in "iu":
-        raise ValueError(f"label_map must be an int array [H,W] or [B,H,W], got {ids.dtype}{list(ids.shape)}.")
+        raise ValueError(f"label_map must be an int array [H,W] or [B,H,W] of class ids, got "
+                         f"{ids.dtype}{list(ids.shape)}" + (" (cast whole-number floats with .astype(int))"
+                                                            if ids.dtype.kind == "f" else "") + ".")
+    if ids.size == 0:
+        raise ValueError(f"label_map is empty (shape {list(ids.shape)}).")
     t = spec.table
     bad = (ids >= t.num_classes) & (ids != t.ignore_id) | (ids < 0)
     if bad.any():
@@ -132,9 +142,35 @@ def interpolate(model: Model | str, label_map, a, b, steps: int) -> np.ndarray:
     return generate(model, np.repeat(ids, steps, 0), noise=path)
 
 
+def _as_instances(instance, ids: np.ndarray) -> np.ndarray:
+    """Instance-id maps matching the label maps' shape ([H, W] for one layout, or [B, H, W]), or a PNG path."""
+    if isinstance(instance, (str, os.PathLike)):
+        inst = labels_lib.read_index(os.fspath(instance))[None]
+    else:
+        inst = np.asarray(instance)
+        if inst.ndim == 2:
+            inst = inst[None]
+    if inst.dtype.kind not in "iu":
+        raise ValueError(f"instance must be an int array of instance ids, got {inst.dtype}{list(inst.shape)}.")
+    if inst.shape != ids.shape:
+        raise ValueError(f"instance {list(inst.shape)} does not match label_map {list(ids.shape)}: give one "
+                         "instance map per layout, at the layout's size.")
+    return inst
+
+
+RESOLUTIONS = ("auto", "input", "model")
+
+
 def generate(model: Model | str, label_map, *, instance=None, rng=None, use_ema: bool = True,
-             **controls) -> np.ndarray:
+             resolution: str = "auto", **controls) -> np.ndarray:
     """uint8 [B,H,W,3] images for label maps, at the label maps' own size.
+
+    `resolution` says how a layout of another size than the model's training size is rendered:
+    "input" runs the generator at the layout's size with the same weights (fully convolutional generators, at a
+    size the architecture reaches: SPADE and CC-FPSE without a VAE at multiples of 2**num_up with the training
+    aspect ratio's latent grid, pix2pixHD at multiples of 2**downsamplings; an error otherwise); "model" resizes
+    the layout (nearest) to the training size and the image back (bilinear); "auto" (the default) is "input"
+    where the model allows it and "model" elsewhere.
 
     `instance`: instance-id maps for models with the edge channel; without them, the label map stands in
     (edges then follow class boundaries only). `rng` draws whatever the model samples (a VAE's style code, a
@@ -146,15 +182,26 @@ def generate(model: Model | str, label_map, *, instance=None, rng=None, use_ema:
     """
     if isinstance(model, str):
         model = load(model)
+    if resolution not in RESOLUTIONS:
+        raise ValueError(f"resolution must be one of {RESOLUTIONS}, got {resolution!r}.")
     controls = {k: v for k, v in controls.items() if v is not None}
     model.system.check_controls(controls)
     ids = _as_ids(label_map, model.spec)
     size = ids.shape[1:]
-    inst = ids if instance is None else np.asarray(instance).reshape(ids.shape)
+    inst = ids if instance is None else _as_instances(instance, ids)
     batch = {"label": jnp.asarray(ids, jnp.int32), "instance": jnp.asarray(inst, jnp.int32)}
-    target = (model.height, model.width)
-    batch = {k: nearest_resize(v[..., None], target)[..., 0] for k, v in batch.items()}
-    variables = model.system.inference_variables(model.state, use_ema)
-    images = model.system.jitted_sample(variables, batch, rng, **controls)
-    images = bilinear_resize(images, size)
+    system = model.system
+    if size != (model.height, model.width) and resolution != "model":
+        system = model.system.at_size(*size)
+        if system is None and resolution == "input":
+            raise ValueError(f"This {model.config.model.name} model cannot run at {size[0]}x{size[1]} with its "
+                             f"weights (trained at {model.height}x{model.width}); use resolution='model' to "
+                             "resize, or a layout of a size its generator reaches.")
+        system = system or model.system
+    if system is model.system:
+        batch = {k: nearest_resize(v[..., None], (model.height, model.width))[..., 0] for k, v in batch.items()}
+    variables = system.inference_variables(model.state, use_ema)
+    images = system.jitted_sample(variables, batch, rng, **controls)
+    if images.shape[1:3] != size:
+        images = bilinear_resize(images, size)
     return np.asarray(jnp.round((jnp.clip(images, -1, 1) + 1) * 127.5)).astype(np.uint8)
