@@ -62,7 +62,10 @@ log = logging.getLogger(__name__)
 
 # Config fields (dotted paths; everything below a listed section counts too) that may legitimately differ
 # between a run and its resume.
-RESUMABLE_FIELDS: tuple[str, ...] = ("train.num_steps", "train.log_every", "train.checkpoint_every", "workdir")
+# Those that change neither the model nor the data order: the budget (steps, time) and what is logged and kept.
+RESUMABLE_FIELDS: tuple[str, ...] = ("train.num_steps", "train.max_seconds", "train.log_every", "train.image_every",
+                                     "train.checkpoint_every", "train.keep_checkpoints", "train.eval_batches",
+                                     "workdir")
 
 _STATE = "state"
 _META = "meta"
@@ -331,6 +334,16 @@ def _move_damaged_aside(mngr: ocp.CheckpointManager, directory: str, damaged: li
 def _read_meta(mngr: ocp.CheckpointManager, directory: str, step: int | None) -> dict:
     step, meta = _newest_intact(mngr, directory, step, lambda s, meta, tree: meta)
     return {"config": meta.get("config", {}), "dataset": meta.get("dataset", {}), "step": step}
+
+
+def checkpoint_directory(path: str) -> str:
+    """`path` when it holds checkpoint steps, or `path/checkpoints` when `path` is a training run's workdir
+    (commands and `synth.generate.load` accept either)."""
+    path = os.fspath(path)
+    nested = os.path.join(path, "checkpoints")
+    if os.path.isdir(nested) and not any(name.isdigit() for name in os.listdir(path)):
+        return nested
+    return path
 
 
 def read_metadata(directory: str, step: int | None = None) -> dict:

@@ -60,7 +60,9 @@ def _check_fits(system: models.System, state: dict, where: str) -> None:
 
 def load(checkpoint_dir: str, *, step: int | None = None) -> Model:
     """The generator side of a training checkpoint (the newest intact one, or `step`); no config or flags needed.
-    Damaged newer steps are skipped with a warning (`synth.checkpoint`)."""
+    `checkpoint_dir` is a run's `checkpoints/` directory or the run's workdir. Damaged newer steps are skipped
+    with a warning (`synth.checkpoint`)."""
+    checkpoint_dir = checkpoint.checkpoint_directory(checkpoint_dir)
     meta = checkpoint.read_metadata(checkpoint_dir, step)
     config = mlc.ConfigDict(meta["config"])
     spec = DatasetSpec.from_summary(meta["dataset"])
