@@ -202,8 +202,9 @@ def test_reinitialisation_renews_the_noise_encoder_and_adams_moments_only():
 def test_bad_imle_settings_are_named(tmp_path):
     config = tiny()
     config.imle.select_batch = 3
-    with pytest.raises(ValueError, match="pool_size 8 must be a multiple of config.imle.select_batch 3"):
-        imle_trainer.IMLETrainer(config, str(tmp_path))
+    with pytest.raises(ValueError, match=r"config.imle.pool_size = 8: must be a multiple of config.imle.select_batch "
+                                         r"\(3\)"):
+        loop.make_trainer(config, str(tmp_path))  # validated before the trainer is built (synth.config_check)
     config = tiny()
     config.model.num_noise = 0
     with pytest.raises(ValueError, match="cannot be trained by IMLE"):
