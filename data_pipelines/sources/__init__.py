@@ -8,6 +8,7 @@ A source knows how many examples it has and how to load example `i` as numpy arr
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Callable
 
 import numpy as np
@@ -95,16 +96,34 @@ class Source:
     keys: Callable[[int], str]
 
 
+def _custom_table(data) -> labels_lib.ClassTable:
+    """Custom folders' table: `data.num_classes` ids, `data.ignore_id`; names and colours from
+    `root/classes.json` when the root has one (its class count must equal num_classes)."""
+    if not data.get("num_classes"):
+        raise ValueError("config.data.num_classes must be set for custom folders.")
+    num_classes = int(data.num_classes)
+    names = colours = None
+    root = data.get("root")
+    if root:
+        from data_pipelines.sources import folders
+        classes = folders.read_classes(root)
+        if classes is not None:
+            names, colours = classes
+            if len(names) != num_classes:
+                raise DatasetError(
+                    f"{os.path.join(root, folders.CLASS_FILE)} lists {len(names)} classes but config.data.num_classes "
+                    f"is {num_classes} (the config's classes=); make them agree.")
+    return labels_lib.custom(num_classes, ignore_id=int(data.get("ignore_id", 255)), class_names=names,
+                             colours=colours, contain_dontcare=bool(data.get("contain_dontcare", False)))
+
+
 def dataset_spec(data) -> DatasetSpec:
     """The DatasetSpec for a `config.data` section."""
     name = data.name
     if name not in PRESETS:
         raise ValueError(f"config.data.name {name!r} is not one of {sorted(PRESETS)}.")
     if name == "custom":
-        if not data.get("num_classes"):
-            raise ValueError("config.data.num_classes must be set for custom folders.")
-        table = labels_lib.custom(int(data.num_classes), ignore_id=int(data.get("ignore_id", 255)),
-                                  contain_dontcare=bool(data.get("contain_dontcare", False)))
+        table = _custom_table(data)
     else:
         table = labels_lib.get_table(PRESETS[name]["table"])
     use_instance = data.get("use_instance", None)
@@ -170,7 +189,8 @@ def get_source(data, split: str) -> Source:
         return _scene_source(spec, split, data)
     root = data.get("root")
     if not root:
-        raise ValueError(f"config.data.root must name the {data.name} directory.")
+        hint = " (configs/custom_spade.py takes it as its argument root=DIR)" if data.name == "custom" else ""
+        raise ValueError(f"config.data.root must name the {data.name} directory{hint}.")
     if data.name == "cityscapes":
         from data_pipelines.sources import cityscapes
         examples = cityscapes.list_examples(root, split, with_instances=spec.use_instance)

@@ -9,13 +9,15 @@ sample grids; per-chunk results are kept so that the same command resumes an int
 from __future__ import annotations
 
 from synth import generate
-from synth.evaluation import diversity_v1, fid_v1, scenes_v1
+from synth.evaluation import any_v1, diversity_v1, fid_v1, scenes_v1
 from synth.evaluation.protocols import (PROTOCOLS, Protocol, ProtocolUnavailable, check_dataset, get,
                                         missing_requirements)
 
 OPTIONS = {"scenes": ("real_images", "samples_per_layout", "diversity_layouts", "segmenter_steps"),
             "fid": ("real_images", "resize", "data_root", "inception_weights"),
-            "diversity": ("samples_per_layout", "diversity_layouts", "data_root", "lpips_weights")}
+            "diversity": ("samples_per_layout", "diversity_layouts", "data_root", "lpips_weights"),
+            "any": ("real_images", "samples_per_layout", "diversity_layouts", "resize", "data_root",
+                    "inception_weights", "lpips_weights")}
 
 
 def run_model(model: generate.Model, protocol_name: str, out_dir: str, **options) -> dict:
@@ -35,7 +37,8 @@ def run_model(model: generate.Model, protocol_name: str, out_dir: str, **options
                                    weights="inception_weights" not in options and "lpips_weights" not in options)
     if missing:
         raise ProtocolUnavailable(f"protocol {protocol.name} cannot run here: " + "; ".join(missing))
-    runner = {"scenes": scenes_v1.run, "fid": fid_v1.run, "diversity": diversity_v1.run}[protocol.runner]
+    runner = {"scenes": scenes_v1.run, "fid": fid_v1.run, "diversity": diversity_v1.run,
+              "any": any_v1.run}[protocol.runner]
     return runner(model, protocol, out_dir, **options)
 
 

@@ -17,25 +17,14 @@ import jax
 import numpy as np
 
 from synth import generate
-from synth.evaluation import data, report
+from synth.evaluation import data, loops, report
 from synth.evaluation.chunks import ChunkCache
 from synth.evaluation.protocols import Protocol, check_dataset
-from synth.evaluation.sampling import is_stochastic, params_sha256, to_signed
+from synth.evaluation.sampling import is_stochastic, params_sha256
 from synth.metrics import diversity
 from synth.pretrained import lpips
 
 BATCH = 4  # layouts per chunk
-
-
-def _layout_samples(model, label, instance, key, k) -> np.ndarray:
-    """uint8 [k, H, W, 3] for one layout: sample j drawn with fold_in(key, j)."""
-    labels = np.repeat(label[None], k, 0)
-    instances = None if instance is None else np.repeat(instance[None], k, 0)
-    if not is_stochastic(model):
-        return generate.generate(model, labels, instance=instances)
-    first = None if instances is None else instances[:1]
-    return np.concatenate([generate.generate(model, labels[:1], instance=first, rng=jax.random.fold_in(key, j))
-                           for j in range(k)])
 
 
 def run(model: generate.Model, protocol: Protocol, out_dir: str, *, data_root: str | None = None,
@@ -57,26 +46,8 @@ def run(model: generate.Model, protocol: Protocol, out_dir: str, *, data_root: s
     key = jax.random.key(protocol.seed)
     chunks = data.chunks_of(n, BATCH)
     grid = []
-
-    def chunk_means(batch, count):
-        means = []
-        for j, i in enumerate(batch["index"][:count]):
-            instance = batch["instance"][j] if "instance" in batch else None
-            samples = _layout_samples(model, batch["label"][j], instance, jax.random.fold_in(key, int(i)), k)
-            if len(grid) < 4:
-                grid.append(np.concatenate(list(samples[:5]), 1))
-            means.append(diversity.layout_distances(to_signed(samples), distance, where=source.keys(int(i))).mean())
-        return {"per_layout": np.asarray(means)}
-
-    name = lambda c: f"chunk-{c:05d}"  # noqa: E731
-    pending = [c for c in range(len(chunks)) if not cache.has(name(c))]
-    progress = report.Progress(len(pending), f"{protocol.name}: sampling and scoring")
-    if pending:
-        for c, batch, count in data.batches(source, pp, chunks):
-            if c in pending:
-                cache.get_or_compute(name(c), lambda: chunk_means(batch, count))
-                progress.update()
-    per_layout = np.concatenate([cache.get(name(c))["per_layout"] for c in range(len(chunks))])
+    per_layout = loops.diversity_chunks(model, source, pp, n, k, distance, cache, key, BATCH,
+                                        f"{protocol.name}: sampling and scoring", grid=grid)
     div = diversity.summarise(per_layout, k, net="alex")
     results = {
         "protocol": fields,

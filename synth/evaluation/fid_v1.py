@@ -18,17 +18,14 @@ generated ones in OUT/partial; an interrupted run resumes chunk by chunk.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 
 import jax
 import numpy as np
 from PIL import Image
 
-from synth import cache as cache_lib
 from synth import generate
-from synth.evaluation import data, report
+from synth.evaluation import data, loops, report
 from synth.evaluation.chunks import ChunkCache
 from synth.evaluation.protocols import Protocol, check_dataset
 from synth.evaluation.sampling import params_sha256, to_signed, to_uint8
@@ -36,12 +33,6 @@ from synth.metrics import fid
 from synth.pretrained import inception
 
 BATCH = 16
-
-
-def _reference_cache(fingerprint: dict) -> ChunkCache:
-    digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
-    return ChunkCache(os.path.join(cache_lib.root(), "fid_reference", f"{fingerprint['dataset']}-{digest}"),
-                      fingerprint)
 
 
 def run(model: generate.Model, protocol: Protocol, out_dir: str, *, data_root: str | None = None,
@@ -61,7 +52,7 @@ def run(model: generate.Model, protocol: Protocol, out_dir: str, *, data_root: s
     fields = report.protocol_fields(protocol, {"real_images": n, "resize": resize},
                                    {"real_images": real_images, "resize": given_resize})
     root = data_root or model.config.data.get("root", "")
-    reference = _reference_cache({
+    reference = loops.reference_cache({
         "dataset": model.spec.name, "root": os.path.abspath(root) if root else "", "split": source.split,
         "images": n, "preprocess": str(pp.for_eval()), "size": [model.height, model.width], "resize": resize,
         "quantisation": protocol.quantisation, "inception_sha256": weights.variables_sha256, "batch": BATCH})
@@ -83,17 +74,10 @@ def run(model: generate.Model, protocol: Protocol, out_dir: str, *, data_root: s
     def real_chunk(batch, count):
         return {"features": np.asarray(features(to_signed(to_uint8(batch["image"]))))[:count]}
 
-    name = lambda c: f"chunk-{c:05d}"  # noqa: E731
-    pending = [c for c in range(len(chunks)) if not (reference.has(name(c)) and generated.has(name(c)))]
-    progress = report.Progress(len(pending), f"{protocol.name}: generating and extracting features")
-    if pending:
-        for c, batch, count in data.batches(source, pp, chunks):
-            if c in pending:
-                reference.get_or_compute(name(c), lambda: real_chunk(batch, count))
-                generated.get_or_compute(name(c), lambda: fake_chunk(c, batch, count))
-                progress.update()
-    real = np.concatenate([reference.get(name(c))["features"] for c in range(len(chunks))])
-    fake = np.concatenate([generated.get(name(c))["features"] for c in range(len(chunks))])
+    reals, fakes = loops.paired_chunks(source, pp, chunks, reference, generated, real_chunk, fake_chunk,
+                                       f"{protocol.name}: generating and extracting features")
+    real = np.concatenate([r["features"] for r in reals])
+    fake = np.concatenate([f["features"] for f in fakes])
     half = n // 2
     kid_size = min(protocol.kid_subset_size, half)
     kid_mean, kid_std = fid.kid(real, fake, subsets=100, subset_size=kid_size, seed=protocol.seed)

@@ -6,6 +6,9 @@
   DeepLabV2-R101) are not ported yet, so mIoU and pixel accuracy are reported as unavailable, by name.
 - `cimle-diversity-v1`: LPIPS v0.1 (AlexNet) diversity of K samples per validation layout, for any dataset
   (see `diversity_v1`).
+- `any-v1`: a model of any dataset (custom folders included) on any machine: FID/KID with the FID Inception when
+  its file is found, else the embedded HED VGG-16 stand-in (the results say which), class-colour error, and
+  diversity for stochastic models (LPIPS when its files are found, else the embedded stand-in) (see `any_v1`).
 
 A protocol's fields are copied into every results.json; a field overridden on the command line is marked there.
 """
@@ -23,7 +26,7 @@ class ProtocolUnavailable(RuntimeError):
 @dataclasses.dataclass(frozen=True)
 class Protocol:
     name: str
-    runner: str  # "scenes", "fid" or "diversity"
+    runner: str  # "scenes", "fid", "diversity" or "any"
     dataset: str  # the dataset the model must have been trained on; "any" takes the model's own
     real_images: int | None  # validation layouts (and real images) used; None = the whole validation split
     samples_per_layout: int
@@ -56,6 +59,11 @@ PROTOCOLS = {p.name: p for p in (
     Protocol("cimle-diversity-v1", "diversity", "any", real_images=None, samples_per_layout=10,
              diversity_layouts=100, feature_network="lpips-v0.1-alex", resize="none (the model's resolution)",
              segmenter="none", real_set="the first validation layouts (no real images are used)"),
+    Protocol("any-v1", "any", "any", real_images=None, samples_per_layout=10, diversity_layouts=20,
+             feature_network="fid-inception-v3 when pt_inception-2015-12-05-6726825d.pth is found, else "
+                             "hed-vgg16-relu5_3-avg (embedded stand-in); the results name the one used",
+             resize="pytorch-fid (the Inception; or clean), none (the stand-in, at the model's resolution)",
+             segmenter="none (no segmenter for an arbitrary dataset: mIoU and pixel accuracy unavailable)"),
 )}
 
 def get(name: str) -> Protocol:

@@ -13,13 +13,13 @@ from __future__ import annotations
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from data_pipelines import scenes
 from synth import generate
 from synth.evaluation import report
 from synth.evaluation.chunks import ChunkCache
+from synth.evaluation.embedded import feature_distance, hed_features, pooled_features
 from synth.evaluation.protocols import Protocol, check_dataset
 from synth.evaluation.sampling import chunk_samples, is_stochastic, params_sha256, to_signed
 from synth.evaluation.scenes import modes as scene_modes, segmenter as scene_segmenter
@@ -30,28 +30,6 @@ from synth.pretrained import vgg
 
 BATCH = 20
 DIVERSITY_GROUP = 5
-
-
-def _hed_features(converted):
-    layers = tuple(f"relu{b}_2" for b in range(1, 6)) + ("relu5_3",)
-    module = vgg.VGGFeatures("hed", layers)
-    variables = vgg.features_variables(converted.variables)
-    return jax.jit(lambda x: module.apply(variables, x))
-
-
-def _unit(f):
-    return f / jnp.sqrt(jnp.sum(f * f, axis=-1, keepdims=True) + 1e-10)
-
-
-def _feature_distance(features_fn):
-    """LPIPS's formula without learned weights: mean over layers of the spatial mean of squared differences
-    of channel-unit-normalised features."""
-    def distance(x, y):
-        fx, fy = features_fn(jnp.asarray(x)), features_fn(jnp.asarray(y))
-        layers = [k for k in fx if k.endswith("_2")]
-        return np.asarray(sum(jnp.mean(jnp.sum((_unit(fx[k]) - _unit(fy[k])) ** 2, -1), axis=(1, 2))
-                              for k in layers) / len(layers))
-    return distance
 
 
 def _render(indices, h, w):
@@ -71,7 +49,7 @@ def run(model, protocol: Protocol, out_dir: str, *, real_images: int | None = No
     h, w = model.height, model.width
     os.makedirs(out_dir, exist_ok=True)
     converted = vgg.load("hed")
-    features_fn = _hed_features(converted)
+    features_fn = hed_features(converted)
     segmenter = scene_segmenter.get(h, w, steps=segmenter_steps)
     indices = list(scenes.SceneSplits().indices("validation"))[:n]
     key = jax.random.key(protocol.seed)
@@ -84,8 +62,7 @@ def run(model, protocol: Protocol, out_dir: str, *, real_images: int | None = No
         "protocol": fields, "params_sha256": model_sha, "features_sha256": converted.variables_sha256,
         "segmenter": [segmenter.source, segmenter.val_miou], "batch": BATCH})
 
-    def features(images):
-        return np.asarray(jnp.mean(features_fn(images)["relu5_3"], axis=(1, 2)))
+    features = pooled_features(features_fn)
 
     def compute_chunk(c, labels, instances, chunk):
         samples = chunk_samples(model, labels, instances, key, c * BATCH, k)
@@ -115,7 +92,7 @@ def run(model, protocol: Protocol, out_dir: str, *, real_images: int | None = No
                          for lab, s, f in zip(labels[:8], chunk[:8], r["samples"][0][:8])]
         progress.update(len(chunk))
 
-    distance = _feature_distance(features_fn)
+    distance = feature_distance(features_fn)
 
     def diversity_group(g):
         means = []
