@@ -10,12 +10,14 @@ RUN/eval/<protocol>[-step<STEP>]/ (or --out). Run the same command again to resu
 
 import logging
 import os
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
-flags.DEFINE_string("workdir", None, "Training run directory (its checkpoints/ is evaluated).")
-flags.DEFINE_integer("checkpoint", None, "Step of the checkpoint to evaluate; default the latest.")
+flags.DEFINE_string("workdir", None, "Training run directory (its checkpoints/ is evaluated; the checkpoints/ "
+                    "directory itself is accepted too).")
+flags.DEFINE_integer("checkpoint", None, "Step of the checkpoint to evaluate; default the latest.", lower_bound=0)
 config_flags.DEFINE_config_file("config", None, "With --params: the config of an official release file.",
                                 lock_config=False)
 flags.DEFINE_string("params", None, "An official release file (latest_net_G.pth, or a conditional-IMLE TF "
@@ -24,17 +26,20 @@ flags.DEFINE_string("protocol", "scenes-v1", "Protocol name (see synth/evaluatio
 flags.DEFINE_string("out", None, "Output directory; default RUN/eval/<protocol>.")
 flags.DEFINE_string("data_root", None, "Dataset root for the standard protocols (default: the config's).")
 flags.DEFINE_enum("resize", None, ["pytorch-fid", "clean"], "FID resize to 299 (marked in results when overridden).")
-flags.DEFINE_integer("real_images", None, "Override the protocol's number of validation layouts (marked in results).")
-flags.DEFINE_integer("samples_per_layout", None, "Override the protocol's samples per layout (marked in results).")
-flags.DEFINE_integer("diversity_layouts", None, "Override the protocol's diversity layouts (marked in results).")
+flags.DEFINE_integer("real_images", None, "Override the protocol's number of validation layouts (marked in results).",
+                     lower_bound=1)
+flags.DEFINE_integer("samples_per_layout", None, "Override the protocol's samples per layout (marked in results).",
+                     lower_bound=1)
+flags.DEFINE_integer("diversity_layouts", None, "Override the protocol's diversity layouts (marked in results).",
+                     lower_bound=1)
 flags.DEFINE_bool("train_segmenter", False, "Train and cache the scenes segmenter at --size, then exit.")
-flags.DEFINE_integer("size", 64, "Scene size for --train_segmenter.")
+flags.DEFINE_integer("size", 64, "Scene size for --train_segmenter.", lower_bound=8)
 
 
 def main(argv):
     del argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from synth import evaluation, generate
+    from synth import evaluation
     from synth.evaluation.scenes import segmenter as scene_segmenter
     from synth import logs
 
@@ -44,6 +49,21 @@ def main(argv):
         seg = scene_segmenter.get(f.size, f.size)
         logging.info("scenes segmenter %s: mIoU on real validation scenes %.3f", seg.source, seg.val_miou)
         return
+    options = {"real_images": f.real_images, "samples_per_layout": f.samples_per_layout,
+               "diversity_layouts": f.diversity_layouts, "resize": f.resize, "data_root": f.data_root}
+    from synth.errors import USER_ERRORS
+
+    try:
+        evaluate(f, options)
+    except USER_ERRORS + (evaluation.OptionError, evaluation.ProtocolUnavailable) as e:  # no traceback
+        logging.error("%s", e)
+        sys.exit(f"evaluate.py: {type(e).__name__}: {e}")
+
+
+def evaluate(f, options: dict) -> None:
+    from synth import checkpoint, evaluation, generate
+
+    evaluation.check_options(f.protocol, options)  # before any model is loaded
     if bool(f.workdir) == bool(f.params):
         raise app.UsageError("pass either --workdir (a training run) or --config with --params (an official file)")
     if f.params:
@@ -51,11 +71,12 @@ def main(argv):
             raise app.UsageError("--params needs --config (the model's config) and --out")
         model, out = generate.from_official(f.config, f.params), f.out
     else:
-        model = generate.load(os.path.join(f.workdir, "checkpoints"), step=f.checkpoint)
+        model = generate.load(f.workdir, step=f.checkpoint)  # the workdir or its checkpoints/
+        directory = checkpoint.checkpoint_directory(f.workdir)
+        in_run = os.path.basename(os.path.normpath(directory)) == "checkpoints"
+        run = os.path.dirname(os.path.normpath(directory)) if in_run else f.workdir
         suffix = "" if f.checkpoint is None else f"-step{f.checkpoint}"
-        out = f.out or os.path.join(f.workdir, "eval", f.protocol + suffix)
-    options = {"real_images": f.real_images, "samples_per_layout": f.samples_per_layout,
-               "diversity_layouts": f.diversity_layouts, "resize": f.resize, "data_root": f.data_root}
+        out = f.out or os.path.join(run, "eval", f.protocol + suffix)
     evaluation.run_model(model, f.protocol, out, **options)
     with open(os.path.join(out, "results.md")) as table:
         print(table.read())

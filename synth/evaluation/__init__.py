@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from synth import generate
 from synth.evaluation import any_v1, diversity_v1, fid_v1, scenes_v1
-from synth.evaluation.protocols import (PROTOCOLS, Protocol, ProtocolUnavailable, check_dataset, get,
+from synth.evaluation.protocols import (PROTOCOLS, OptionError, Protocol, ProtocolUnavailable, check_dataset, get,
                                         missing_requirements)
 
 OPTIONS = {"scenes": ("real_images", "samples_per_layout", "diversity_layouts", "segmenter_steps"),
@@ -20,18 +20,41 @@ OPTIONS = {"scenes": ("real_images", "samples_per_layout", "diversity_layouts", 
                     "inception_weights", "lpips_weights")}
 
 
+COUNTS = ("real_images", "samples_per_layout", "diversity_layouts", "segmenter_steps")  # each an integer >= 1
+RESIZES = ("pytorch-fid", "clean")
+PYTHON_ONLY = ("segmenter_steps", "inception_weights", "lpips_weights")  # no evaluate.py flag: tests and scripts
+
+
+def check_options(protocol_name: str, options: dict) -> dict:
+    """The options a protocol takes, checked before anything is loaded: a ValueError names an option the protocol
+    does not take (listing those it does, as `evaluate.py` flags) and a value out of range. None values are
+    dropped (not given)."""
+    protocol = get(protocol_name)
+    options = {k: v for k, v in options.items() if v is not None}
+    takes = OPTIONS[protocol.runner]
+    unknown = sorted(set(options) - set(takes))
+    if unknown:
+        flags = ", ".join(f"--{k}" for k in takes if k not in PYTHON_ONLY)
+        python = [k for k in takes if k in PYTHON_ONLY]
+        raise OptionError(f"protocol {protocol.name} takes no option {', '.join(unknown)}; it takes {flags}"
+                         + (f" (and from Python: {', '.join(python)})" if python else "") + ".")
+    for name in COUNTS:
+        value = options.get(name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise OptionError(f"option {name} = {value!r} for protocol {protocol.name}: must be an integer >= 1.")
+    if "resize" in options and options["resize"] not in RESIZES:
+        raise OptionError(f"option resize = {options['resize']!r}: must be one of {', '.join(RESIZES)}.")
+    return options  # a data_root that is not there is named by `missing_requirements` (ProtocolUnavailable)
+
+
 def run_model(model: generate.Model, protocol_name: str, out_dir: str, **options) -> dict:
     """Evaluates a loaded model (`generate.load`, `generate.from_official`) under a protocol.
 
     `options` override protocol fields (marked in the results) or name inputs: real_images, samples_per_layout,
-    diversity_layouts, resize ("pytorch-fid" or "clean"), data_root; None values are ignored.
+    diversity_layouts, resize ("pytorch-fid" or "clean"), data_root; None values are ignored (`check_options`).
     """
     protocol = get(protocol_name)
-    options = {k: v for k, v in options.items() if v is not None}
-    unknown = set(options) - set(OPTIONS[protocol.runner])
-    if unknown:
-        raise ValueError(f"protocol {protocol.name} takes no option(s) {sorted(unknown)}; it takes "
-                         f"{list(OPTIONS[protocol.runner])}.")
+    options = check_options(protocol_name, options)
     check_dataset(protocol, model.spec.name)
     missing = missing_requirements(protocol, model.spec.name, options.get("data_root") or model.config.data.get("root"),
                                    weights="inception_weights" not in options and "lpips_weights" not in options)
@@ -43,9 +66,9 @@ def run_model(model: generate.Model, protocol_name: str, out_dir: str, **options
 
 
 def run(checkpoint_dir: str, protocol_name: str, out_dir: str, *, step: int | None = None, **options) -> dict:
-    """Evaluates the checkpoint at `step` (default: the latest) of a training run's checkpoints/ directory."""
-    get(protocol_name)  # an unknown name fails before the checkpoint is read
+    """Evaluates the checkpoint at `step` (default: the latest) of a training run (its workdir or checkpoints/)."""
+    check_options(protocol_name, options)  # an unknown name or a bad option fails before the checkpoint is read
     return run_model(generate.load(checkpoint_dir, step=step), protocol_name, out_dir, **options)
 
 
-__all__ = ["OPTIONS", "PROTOCOLS", "Protocol", "ProtocolUnavailable", "get", "run", "run_model"]
+__all__ = ["OPTIONS", "OptionError", "check_options", "PROTOCOLS", "Protocol", "ProtocolUnavailable", "get", "run", "run_model"]

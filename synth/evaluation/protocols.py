@@ -19,6 +19,10 @@ import dataclasses
 import os
 
 
+class OptionError(ValueError):
+    """An unknown protocol, an option it does not take or a value out of range, or a model it does not evaluate."""
+
+
 class ProtocolUnavailable(RuntimeError):
     """A named protocol that cannot run here: its files are missing."""
 
@@ -68,13 +72,13 @@ PROTOCOLS = {p.name: p for p in (
 
 def get(name: str) -> Protocol:
     if name not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {name!r}; expected one of {sorted(PROTOCOLS)}")
+        raise OptionError(f"unknown protocol {name!r}; expected one of {sorted(PROTOCOLS)}")
     return PROTOCOLS[name]
 
 
 def check_dataset(protocol: Protocol, dataset: str) -> None:
     if protocol.dataset not in ("any", dataset):
-        raise ValueError(f"protocol {protocol.name} evaluates {protocol.dataset} models; this model was trained on "
+        raise OptionError(f"protocol {protocol.name} evaluates {protocol.dataset} models; this model was trained on "
                          f"{dataset!r}")
 
 

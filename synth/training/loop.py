@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-from data_pipelines.labels import LabelError
-from data_pipelines.sources.base import DatasetError
-from synth import checkpoint, config_check, models
+from synth import config_check, errors, models
 from synth.training import sharding
 from synth.training.base_trainer import BaseTrainer, TrainingDiverged
 from synth.training.gan_trainer import GANTrainer
@@ -13,10 +11,8 @@ from synth.training.imle_trainer import IMLETrainer
 
 TRAINERS: dict[str, type[BaseTrainer]] = {"gan": GANTrainer, "imle": IMLETrainer}
 
-# Errors that say what to fix in the user's config, data, checkpoints or weight files (the command line prints
-# their message without a traceback).
-USER_ERRORS = (config_check.ConfigError, DatasetError, LabelError, checkpoint.CheckpointMismatchError,
-               checkpoint.CheckpointNotFoundError, TrainingDiverged, FileNotFoundError)
+# What train.py prints without a traceback: the user's inputs (synth.errors), and a diverged run.
+USER_ERRORS = errors.USER_ERRORS + (TrainingDiverged,)
 
 
 def make_trainer(config, workdir: str, mesh=None) -> BaseTrainer:
