@@ -1,7 +1,7 @@
 """Validates a whole config in one place, before any data is read or anything is compiled.
 
 `validate(config, devices)` checks every field it knows against a rule (a range, a set of names) and the fields
-that constrain each other (the decay start within the run, a batch the devices divide, an image size the
+that constrain each other (a batch the devices divide, a batch the training split fills, an image size the
 generator can reach), and raises one `ConfigError` that lists every problem as `config.<field> = <value>: <what is
 allowed>`. The rules of the shared sections (train, optim, loss, data) are here; a system adds the rules of its
 model section (and of its trainer's section) as `System.config_rules` and cross-field checks in
@@ -139,9 +139,6 @@ def check_rules(config, rules: Mapping[str, Rule]) -> list[str]:
 def _shared_problems(config, devices: int | None) -> list[str]:
     problems = []
     train = config.get("train", {})
-    steps, decay = train.get("num_steps"), train.get("decay_start_step")
-    if _is_int(steps) and _is_int(decay) and steps >= 1 and decay > steps:
-        problems.append(f"config.train.decay_start_step = {decay}: must be <= config.train.num_steps ({steps})")
     batch = train.get("batch_size")
     if devices and _is_int(batch) and batch >= 1 and batch % devices:
         problems.append(f"config.train.batch_size = {batch}: must be a multiple of the {devices} devices "

@@ -35,7 +35,7 @@ NAN, INF = float("nan"), float("inf")
 BAD_VALUES = {
     "train.batch_size": [0, -8],
     "train.num_steps": [0, -5],
-    "train.decay_start_step": [-1, 10 ** 9],
+    "train.decay_start_step": [-1, -100],  # beyond num_steps is allowed: a constant rate (optimizers.schedule)
     "train.seed": [-1],
     "train.max_seconds": [-1.0, NAN],
     "train.log_every": [0, -1],
