@@ -3,68 +3,24 @@
 `validate(config, devices)` checks every field it knows against a rule (a range, a set of names) and the fields
 that constrain each other (a batch the devices divide, a batch the training split fills, an image size the
 generator can reach), and raises one `ConfigError` that lists every problem as `config.<field> = <value>: <what is
-allowed>`. The rules of the shared sections (train, optim, loss, data) are here; a system adds the rules of its
-model section (and of its trainer's section) as `System.config_rules` and cross-field checks in
-`System.config_problems`, so a new system brings its own rules in its model file.
+allowed>`. The rules of the shared sections (train, optim, loss, data) are here, written with
+`synth.config_rules`; a system adds the rules of its model section (and of its trainer's section) as
+`System.config_rules` and cross-field checks in `System.config_problems`, so a new system brings its own rules
+in its model file.
 
 Fields a config does not have are skipped: configs differ in which sections and fields they carry.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
-from typing import Any, Callable, Mapping
+from data_pipelines import sources
+from synth import models
+from synth.config_rules import (BOOLEAN, COUNT, NON_NEGATIVE, PROBABILITY, Rule, check_rules, integer, is_int, number,
+                                one_of)
 
 
 class ConfigError(ValueError):
     """A config value is out of range or contradicts another; the message names each field and value."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Rule:
-    """What a field allows: `ok(value)` and the words that say so in an error."""
-
-    ok: Callable[[Any], bool]
-    allowed: str
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def integer(minimum: int | None = None, maximum: int | None = None) -> Rule:
-    lo = "" if minimum is None else f" >= {minimum}"
-    hi = "" if maximum is None else f" <= {maximum}"
-    return Rule(lambda v: _is_int(v) and (minimum is None or v >= minimum) and (maximum is None or v <= maximum),
-                f"an integer{lo}{'' if not (lo and hi) else ' and'}{hi}")
-
-
-def number(minimum: float | None = None, maximum: float | None = None, *, above: float | None = None,
-           below: float | None = None) -> Rule:
-    words = [f">= {minimum}" if minimum is not None else "", f"> {above}" if above is not None else "",
-             f"<= {maximum}" if maximum is not None else "", f"< {below}" if below is not None else ""]
-    words = [w for w in words if w]
-
-    def ok(v) -> bool:
-        return (_is_number(v) and (minimum is None or v >= minimum) and (above is None or v > above)
-                and (maximum is None or v <= maximum) and (below is None or v < below))
-
-    return Rule(ok, "a finite number" + (" " + " and ".join(words) if words else ""))
-
-
-def one_of(*values) -> Rule:
-    return Rule(lambda v: v in values, "one of " + ", ".join(repr(x) for x in values))
-
-
-BOOLEAN = Rule(lambda v: isinstance(v, bool), "True or False")
-COUNT = integer(1)  # batch sizes, intervals, step counts, channel widths
-PROBABILITY = number(0.0, below=1.0)  # Adam betas, EMA decay
-NON_NEGATIVE = number(0.0)  # loss weights, time budgets
 
 
 # The shared sections. A system's model section is checked by its own `config_rules`.
@@ -112,45 +68,21 @@ RULES: dict[str, Rule] = {
 }
 
 
-def _lookup(config, dotted: str):
-    node = config
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) and not hasattr(node, "keys"):
-            return _ABSENT
-        if part not in node:
-            return _ABSENT
-        node = node[part]
-    return node
-
-
-_ABSENT = object()
-
-
-def check_rules(config, rules: Mapping[str, Rule]) -> list[str]:
-    """`config.<field> = <value>: must be ...` for every present field its rule rejects."""
-    problems = []
-    for field, rule in rules.items():
-        value = _lookup(config, field)
-        if value is not _ABSENT and not rule.ok(value):
-            problems.append(f"config.{field} = {value!r}: must be {rule.allowed}")
-    return problems
-
-
 def _shared_problems(config, devices: int | None) -> list[str]:
     problems = []
     train = config.get("train", {})
     batch = train.get("batch_size")
-    if devices and _is_int(batch) and batch >= 1 and batch % devices:
+    if devices and is_int(batch) and batch >= 1 and batch % devices:
         problems.append(f"config.train.batch_size = {batch}: must be a multiple of the {devices} devices "
                         f"(e.g. {devices * max(1, batch // devices)})")
     data = config.get("data", {})
     scenes = data.get("scenes") if data.get("name") == "scenes" else None
-    if scenes is not None and _is_int(batch) and _is_int(scenes.get("num_train")) and batch > scenes.num_train:
+    if scenes is not None and is_int(batch) and is_int(scenes.get("num_train")) and batch > scenes.num_train:
         problems.append(f"config.train.batch_size = {batch}: must be <= the {scenes.num_train} training scenes "
                         "(config.data.scenes.num_train)")
     pre = data.get("preprocess", {}) or {}
     load, crop, mode = pre.get("load_size"), pre.get("crop_size"), pre.get("mode")
-    if "crop" in str(mode) and _is_int(load) and _is_int(crop) and crop > load:
+    if "crop" in str(mode) and is_int(load) and is_int(crop) and crop > load:
         problems.append(f"config.data.preprocess.crop_size = {crop}: must be <= config.data.preprocess.load_size "
                         f"({load}) in mode {mode!r}")
     if data.get("name") == "custom" and not data.get("num_classes"):
@@ -161,12 +93,9 @@ def _shared_problems(config, devices: int | None) -> list[str]:
 def validate(config, devices: int | None = None) -> None:
     """Raises `ConfigError` listing every problem of `config` (see the module docstring); `devices` is the number
     of devices the global batch is split over (None: not checked)."""
-    from data_pipelines import sources
-    from synth import models
-
     problems = check_rules(config, RULES) + _shared_problems(config, devices)
-    name = _lookup(config, "model.name")
-    data_name = _lookup(config, "data.name")
+    name = (config.get("model") or {}).get("name")
+    data_name = (config.get("data") or {}).get("name")
     if name not in models.SYSTEMS:
         problems.append(f"config.model.name = {name!r}: must be one of {', '.join(map(repr, sorted(models.SYSTEMS)))}")
     if data_name not in sources.PRESETS:
@@ -186,5 +115,4 @@ def validate(config, devices: int | None = None) -> None:
         raise ConfigError("Invalid config:\n  " + "\n  ".join(problems))
 
 
-__all__ = ["BOOLEAN", "COUNT", "ConfigError", "NON_NEGATIVE", "PROBABILITY", "RULES", "Rule", "check_rules",
-           "integer", "number", "one_of", "validate"]
+__all__ = ["ConfigError", "RULES", "Rule", "check_rules", "validate"]

@@ -29,7 +29,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from synth import config_check as cc
+from synth import config_rules as cc
 from synth import semantics
 from synth.models.discriminators import Judgement
 

@@ -39,7 +39,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from synth import config_check as cc
+from synth import config_rules as cc
 from synth.layers import SPADE, BatchNorm, Conv, Dense, nearest_resize, upsample_nearest_2x
 from synth.layers.condconv import predicted_depthwise_conv, to_tap_major
 from synth.layers.conv import ConvParams, conv_stride1

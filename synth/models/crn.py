@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from synth import config_check as cc
+from synth import config_rules as cc
 from synth.layers import Conv
 from synth.layers.resample import area_resize, bilinear_resize_align_corners, bilinear_resize_tf1
 from synth.models.base import IMLESystem

@@ -32,7 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from synth import config_check as cc
+from synth import config_rules as cc
 from synth.layers import Conv, avg_pool_exclude_pad, instance_norm
 from synth.layers.conv_transpose import ConvTranspose
 from synth.models.base import GANSystem, GeneratorOutput, apply

@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from synth import config_check as cc
+from synth import config_rules as cc
 from synth import losses
 from synth.layers import Conv, Dense, SPADE, nearest_resize, upsample_nearest_2x
 from synth.models.base import GANSystem, GeneratorOutput, apply
