@@ -1,0 +1,222 @@
+"""The evaluation segmenters (synth.pretrained.drn, deeplab, upernet and their shared resnet blocks): parameter
+counts against segmenters.md, state-dict conversion both ways and its errors, shapes, preprocessing, loader
+errors; and (`parity` marker, with torch and the official code) bench/parity_segmenters.py's comparison with the
+official networks on the same random weights."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from synth.layers.resample import bilinear_resize
+from synth.pretrained import drn, files, resnet
+
+from helpers import official_checkout, run_bench
+
+
+def flat(tree):
+    return traverse_util.flatten_dict(files._as_dict(tree))
+
+
+def torch_layout(variables, torch_key, transforms=None):
+    """Our variables as the official state dict (the inverse mapping): kernels HWIO -> OIHW."""
+    transforms = transforms or {}
+    sd = {}
+    for path, value in flat(variables).items():
+        value = np.asarray(value)
+        if path in transforms:
+            value = transforms[path](value)
+        elif path[-1] == "kernel" and value.ndim == 4:
+            value = value.transpose(3, 2, 0, 1)
+        sd[torch_key(path)] = value
+    return sd
+
+
+def with_random_stats(variables, seed):
+    """Every leaf random (running variances positive), so that a mix-up of two tensors cannot go unnoticed."""
+    rng = np.random.default_rng(seed)
+    return traverse_util.unflatten_dict({
+        k: (np.abs(rng.standard_normal(v.shape)) + 0.5 if k[-1] == "var" else rng.standard_normal(v.shape)).astype(
+            np.float32) for k, v in flat(variables).items()})
+
+
+def assert_same(a, b):
+    fa, fb = flat(a), flat(b)
+    assert set(fa) == set(fb)
+    for k in fa:
+        np.testing.assert_array_equal(np.asarray(fa[k]), np.asarray(fb[k]), err_msg=str(k))
+
+
+# ------------------------------------------------------------------------------------------------ shared blocks
+
+@pytest.mark.parametrize("stride_on", ["3x3", "1x1"])
+def test_resnet_stage_param_counts(stride_on):
+    for (blocks, width, cin), count in resnet.STAGE_PARAMS.items():
+        assert resnet.stage_param_count(blocks, width, cin, stride_on) == count
+
+
+def test_bottleneck_stride_placement():
+    """Both layouts give ceil(h / 2) sides but different values; the 1x1-strided one only sees even pixels."""
+    x = jax.random.normal(jax.random.key(0), (1, 7, 9, 8))
+    outs = {}
+    for where in ("3x3", "1x1"):
+        block = resnet.Bottleneck(4, stride=2, stride_on=where, projection=True)
+        v = block.init(jax.random.key(1), x)
+        outs[where] = block.apply(v, x)
+        assert outs[where].shape == (1, 4, 5, 16)
+        odd = x.at[:, 1::2].set(0).at[:, :, 1::2].set(0)
+        same = np.allclose(block.apply(v, odd), outs[where])
+        assert same == (where == "1x1")
+    assert not np.allclose(outs["3x3"], outs["1x1"])
+
+
+@pytest.mark.parametrize("h", [5, 6, 7, 32, 33])
+def test_max_pool_sizes_follow_torch(h):
+    x = jnp.arange(h * (h + 3), dtype=jnp.float32).reshape(1, h, h + 3, 1)
+    floor = resnet.max_pool_3x3_s2(x)
+    ceil = resnet.max_pool_3x3_s2(x, ceil_mode=True)
+    for side, (f, c) in zip((h, h + 3), zip(floor.shape[1:3], ceil.shape[1:3])):
+        assert f == (side - 1) // 2 + 1
+        out = -(-(side - 1) // 2) + 1
+        assert c == (out - 1 if (out - 1) * 2 >= side + 1 else out)
+    # An increasing ramp: each window's maximum is its bottom-right cell inside the image.
+    assert float(ceil[0, -1, -1, 0]) == float(x[0, -1, -1, 0])
+
+
+def test_quantize_recovers_png_values():
+    q = np.arange(256, dtype=np.float32)
+    np.testing.assert_array_equal(np.asarray(resnet.quantize_uint8(q / 127.5 - 1.0)), q)
+
+
+def test_converter_names_missing_unexpected_and_misshapen_keys():
+    model = drn.DRNSeg()
+    shapes = resnet.variable_shapes(model, (1, 8, 8, 3))
+    sd = torch_layout(drn.random_variables(jax.random.key(0)), drn.torch_key,
+                      {("params", "up"): lambda k: k.transpose(3, 2, 0, 1)})
+    bad = dict(sd)
+    del bad["base.5.7.bn2.running_var"]
+    with pytest.raises(ValueError, match=r"lacks 1 key.*base\.5\.7\.bn2\.running_var"):
+        drn.variables_from_state_dict(bad)
+    bad = dict(sd, **{"base.9.0.weight": np.zeros(3, np.float32)})
+    with pytest.raises(ValueError, match=r"unexpected.*base\.9\.0\.weight"):
+        drn.variables_from_state_dict(bad)
+    bad = dict(sd, **{"seg.weight": np.zeros((19, 256, 1, 1), np.float32)})
+    with pytest.raises(ValueError, match=r"seg\.weight has shape"):
+        drn.variables_from_state_dict(bad)
+    assert len(shapes) == 543
+
+
+# ------------------------------------------------------------------------------------------------ DRN-D-105
+
+def test_drn_param_counts_equal_the_official_network():
+    shapes = jax.eval_shape(drn.DRNSeg().init, jax.random.key(0), jax.ShapeDtypeStruct((1, 8, 8, 3), jnp.float32))
+    params = shapes["params"]
+    counts = {name: resnet.count_params(params["base"][name]) for name in params["base"]}
+    counts.update(base=resnet.count_params(params["base"]), seg=resnet.count_params(params["seg"]),
+                  up=resnet.count_params(params["up"]), total=resnet.count_params(params))
+    assert counts == drn.PARAM_COUNTS
+    assert len(jax.tree.leaves(shapes["batch_stats"])) == 2 * 108  # 108 BatchNorm layers
+
+
+def test_drn_up_kernel_is_fill_up_weights():
+    k = drn.bilinear_up_kernel()
+    assert k.shape == (16, 16) and k.dtype == np.float32
+    np.testing.assert_allclose(k[0, :4], [1 / 256, 3 / 256, 5 / 256, 7 / 256])
+    assert float(k[7, 8]) == (15 / 16) ** 2 and np.array_equal(k, k.T) and np.array_equal(k, k[::-1, ::-1])
+
+
+def test_drn_fixed_upsample_is_the_transposed_convolution():
+    """Against the definition of ConvTranspose2d (stride 8, padding 4, one group per channel), written as loops;
+    and in the interior it is torch's bilinear x8 (align_corners=False), at the edges a scaled copy."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 3, 4, 2)).astype(np.float32)
+    k = rng.standard_normal((16, 16, 1, 2)).astype(np.float32)  # any kernel, not only the bilinear one
+    ours = np.asarray(drn.fixed_upsample(jnp.asarray(x), jnp.asarray(k)))
+    want = np.zeros((1, 24, 32, 2))
+    for i in range(3):
+        for j in range(4):
+            for a in range(16):
+                for b in range(16):
+                    y, z = 8 * i - 4 + a, 8 * j - 4 + b
+                    if 0 <= y < 24 and 0 <= z < 32:
+                        want[0, y, z] += x[0, i, j] * k[a, b, 0]
+    np.testing.assert_allclose(ours, want, atol=1e-5)
+
+    bilinear = jnp.broadcast_to(jnp.asarray(drn.bilinear_up_kernel())[:, :, None, None], (16, 16, 1, 2))
+    up = np.asarray(drn.fixed_upsample(jnp.asarray(x), bilinear))
+    resized = np.asarray(bilinear_resize(jnp.asarray(x), (24, 32)))
+    np.testing.assert_allclose(up[:, 4:-4, 4:-4], resized[:, 4:-4, 4:-4], atol=1e-6)
+    np.testing.assert_allclose(up[:, 0, 0], resized[:, 0, 0] * 0.5625 ** 2, atol=1e-6)
+
+
+def test_drn_converter_round_trip():
+    variables = with_random_stats(drn.random_variables(jax.random.key(0)), 1)
+    variables["params"]["up"] = drn.random_variables(jax.random.key(0))["params"]["up"]  # fixed, not random
+    sd = torch_layout(variables, drn.torch_key, {("params", "up"): lambda k: k.transpose(3, 2, 0, 1)})
+    assert sd["up.weight"].shape == (19, 1, 16, 16) and sd["base.3.0.downsample.0.weight"].shape == (256, 32, 1, 1)
+    assert sd["base.7.0.weight"].shape == (512, 2048, 3, 3) and "base.5.22.bn3.running_mean" in sd
+    sd.update({k.replace("running_mean", "num_batches_tracked"): np.array(5) for k in list(sd)
+               if k.endswith("running_mean")})
+    assert len(sd) == 651  # segmenters.md 4.7
+    assert_same(drn.variables_from_state_dict(sd), variables)
+
+    sd["up.weight"] = sd["up.weight"] * 2
+    with pytest.raises(ValueError, match="fixed bilinear"):
+        drn.variables_from_state_dict(sd)
+
+
+def test_drn_forward_shapes_and_prediction():
+    model = drn.DRNSeg()
+    variables = drn.random_variables(jax.random.key(0))
+    images = jax.random.uniform(jax.random.key(1), (2, 24, 40, 3), minval=-1, maxval=1)
+    logits, low = jax.jit(lambda v, x: model.apply(v, x, return_low_res=True))(variables, drn.preprocess(images))
+    assert logits.shape == (2, 24, 40, 19) and low.shape == (2, 3, 5, 19)
+    lp = drn.log_probs(logits)
+    np.testing.assert_allclose(np.exp(np.asarray(lp)).sum(-1), 1, rtol=1e-5)
+
+
+def test_drn_preprocess():
+    q = np.array([[[[0, 128, 255]]]], np.float32)
+    want = (q / 255 - np.array(drn.MEAN)) / np.array(drn.STD)
+    np.testing.assert_allclose(np.asarray(drn.preprocess(q / 127.5 - 1)), want, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(drn.preprocess_uint8(q.astype(np.uint8))), want, rtol=1e-6)
+
+
+def test_drn_missing_file_names_it_and_where_it_is_published(tmp_path, monkeypatch):
+    monkeypatch.delenv(files.WEIGHTS_DIR_ENV, raising=False)
+    with pytest.raises(files.MissingWeightsError, match=r"drn-d-105_ms_cityscapes\.pth.*go\.yf\.io"):
+        drn.load()
+    monkeypatch.setenv(files.WEIGHTS_DIR_ENV, str(tmp_path))
+    with pytest.raises(files.MissingWeightsError, match=str(tmp_path)):
+        drn.load()
+    with pytest.raises(files.MissingWeightsError, match="no file at"):
+        drn.load(tmp_path / "elsewhere.pth")
+
+
+def test_drn_load_finds_the_file_in_the_weights_dir(tmp_path, monkeypatch):
+    (tmp_path / drn.DRN_D_105_CITYSCAPES.filename).write_bytes(b"stand-in")
+    monkeypatch.setenv(files.WEIGHTS_DIR_ENV, str(tmp_path))
+    seen = []
+    monkeypatch.setattr(drn, "convert_file", lambda p: seen.append(p) or {"params": {"x": np.ones(2, np.float32)}})
+    converted = drn.load(cache=False)
+    assert seen == [tmp_path.resolve() / drn.DRN_D_105_CITYSCAPES.filename]
+    assert converted.source_sha256 == files.file_sha256(tmp_path / drn.DRN_D_105_CITYSCAPES.filename)
+
+
+# ------------------------------------------------------------------------------------------------ parity
+
+DRN_ROOT, needs_drn = official_checkout("DRN_ROOT", "/tmp/drn_ref", needs="segment.py")
+
+
+@needs_drn
+def test_drn_parity_with_fyu_drn():
+    report = run_bench("parity_segmenters.py", "--networks", "drn", "--drn-root", DRN_ROOT, "--no-timing",
+                       timeout=1200)
+    entry = report["networks"]["drn"]
+    assert "error" not in entry, entry.get("error")
+    for size, row in entry["sizes"].items():
+        assert row["log_probs"]["rel"] < 1e-4 and row["low_res_logits"]["rel"] < 1e-4, (size, row)
+        assert row["argmax_agreement"] >= 0.999, (size, row)
