@@ -12,7 +12,7 @@ import pytest
 from flax import traverse_util
 
 from synth.layers.resample import bilinear_resize
-from synth.pretrained import drn, files, resnet
+from synth.pretrained import deeplab, drn, files, resnet
 
 from helpers import official_checkout, run_bench
 
@@ -206,6 +206,71 @@ def test_drn_load_finds_the_file_in_the_weights_dir(tmp_path, monkeypatch):
     assert converted.source_sha256 == files.file_sha256(tmp_path / drn.DRN_D_105_CITYSCAPES.filename)
 
 
+# ------------------------------------------------------------------------------------------------ DeepLab v2
+
+def test_deeplab_param_counts_equal_the_official_network():
+    shapes = jax.eval_shape(deeplab.DeepLabV2MSC().init, jax.random.key(0),
+                            jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))
+    base = shapes["params"]["base"]
+    counts = {name: resnet.count_params(base[name]) for name in base}
+    counts["total"] = resnet.count_params(shapes["params"])
+    assert counts == deeplab.PARAM_COUNTS
+    assert len(jax.tree.leaves(shapes["batch_stats"])) == 2 * 104
+
+
+def test_deeplab_converter_round_trip():
+    variables = with_random_stats(deeplab.random_variables(jax.random.key(0)), 2)
+    sd = torch_layout(variables, deeplab.torch_key)
+    assert sd["base.layer1.conv1.conv.weight"].shape == (64, 3, 7, 7)
+    assert sd["base.layer3.block1.reduce.conv.weight"].shape == (128, 256, 1, 1)
+    assert sd["base.layer2.block1.shortcut.conv.weight"].shape == (256, 64, 1, 1)
+    assert sd["base.layer4.block23.conv3x3.bn.running_var"].shape == (256,)
+    assert sd["base.aspp.c3.weight"].shape == (182, 2048, 3, 3) and sd["base.aspp.c0.bias"].shape == (182,)
+    sd.update({k.replace("running_mean", "num_batches_tracked"): np.array(5) for k in list(sd)
+               if k.endswith("running_mean")})
+    assert len(sd) == 632  # segmenters.md 6.7
+    assert_same(deeplab.variables_from_state_dict(sd), variables)
+    del sd["base.aspp.c2.bias"]
+    with pytest.raises(ValueError, match=r"DeepLab.*lacks 1 key.*base\.aspp\.c2\.bias"):
+        deeplab.variables_from_state_dict(sd)
+
+
+def test_resize_by_scale_follows_torchs_scale_factor_rule():
+    """Output side floor(h * p); source coordinates (dst + 0.5) / p - 0.5 (not in/out spaced): for 65 columns at
+    0.5, 32 outputs whose sources are 2 dst + 0.5, halfway between two input columns."""
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((1, 12, 65, 2)), jnp.float32)
+    half = np.asarray(deeplab.resize_by_scale(x, 0.5))
+    assert half.shape == (1, 6, 32, 2)
+    xs = np.asarray(x)
+    cols = 0.5 * (xs[:, :, 0::2][:, :, :32] + xs[:, :, 1::2][:, :, :32])
+    np.testing.assert_allclose(half, 0.5 * (cols[:, 0::2] + cols[:, 1::2]), rtol=1e-5, atol=1e-6)
+    assert deeplab.resize_by_scale(x, 0.75).shape == (1, 9, 48, 2)
+    # With h * p integral the two rules agree.
+    np.testing.assert_allclose(deeplab.resize_by_scale(x[:, :, :64], 0.75), bilinear_resize(x[:, :, :64], (9, 48)),
+                               atol=1e-6)
+
+
+def test_deeplab_forward_shapes_and_preprocess():
+    model = deeplab.DeepLabV2MSC()
+    variables = deeplab.random_variables(jax.random.key(0))
+    images = jax.random.uniform(jax.random.key(1), (1, 33, 41, 3), minval=-1, maxval=1)
+    msc, single = jax.jit(lambda v, x: model.apply(v, x, return_single_scale=True))(variables,
+                                                                                   deeplab.preprocess(images))
+    # stem 17x21, ceil-mode pool 9x11, layer3 5x6
+    assert msc.shape == single.shape == (1, 5, 6, 182)
+    assert bool(jnp.all(msc >= single))  # the max over scales includes the full-scale logits
+    q = np.array([[[[0, 128, 255]]]], np.float32)
+    np.testing.assert_allclose(np.asarray(deeplab.preprocess(q / 127.5 - 1)),
+                               [[[[255 - 104.008, 128 - 116.669, 0 - 122.675]]]], rtol=1e-6)
+
+
+def test_deeplab_missing_file_names_it_and_where_it_is_published(monkeypatch):
+    monkeypatch.delenv(files.WEIGHTS_DIR_ENV, raising=False)
+    with pytest.raises(files.MissingWeightsError,
+                       match=r"deeplabv2_resnet101_msc-cocostuff164k-100000\.pth.*github\.com/kazuto1011"):
+        deeplab.load()
+
+
 # ------------------------------------------------------------------------------------------------ parity
 
 DRN_ROOT, needs_drn = official_checkout("DRN_ROOT", "/tmp/drn_ref", needs="segment.py")
@@ -219,4 +284,19 @@ def test_drn_parity_with_fyu_drn():
     assert "error" not in entry, entry.get("error")
     for size, row in entry["sizes"].items():
         assert row["log_probs"]["rel"] < 1e-4 and row["low_res_logits"]["rel"] < 1e-4, (size, row)
+        assert row["argmax_agreement"] >= 0.999, (size, row)
+
+
+DEEPLAB_ROOT, needs_deeplab = official_checkout("DEEPLAB_ROOT", "/tmp/deeplab_ref",
+                                                needs=os.path.join("libs", "models", "msc.py"))
+
+
+@needs_deeplab
+def test_deeplab_parity_with_kazuto1011():
+    report = run_bench("parity_segmenters.py", "--networks", "deeplab", "--deeplab-root", DEEPLAB_ROOT,
+                       "--no-timing", timeout=1200)
+    entry = report["networks"]["deeplab"]
+    assert "error" not in entry, entry.get("error")
+    for size, row in entry["sizes"].items():
+        assert row["msc_logits"]["rel"] < 1e-4 and row["single_scale_logits"]["rel"] < 1e-4, (size, row)
         assert row["argmax_agreement"] >= 0.999, (size, row)
