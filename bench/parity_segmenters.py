@@ -311,7 +311,7 @@ def load_reference(folder: str) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--networks", default="drn,deeplab")
+    parser.add_argument("--networks", default="drn,deeplab,upernet")
     parser.add_argument("--drn-root", default=os.environ.get("DRN_ROOT", "/tmp/drn_ref"))
     parser.add_argument("--deeplab-root", default=os.environ.get("DEEPLAB_ROOT", "/tmp/deeplab_ref"))
     parser.add_argument("--torch-python", default=sys.executable)

@@ -3,6 +3,7 @@ counts against segmenters.md, state-dict conversion both ways and its errors, sh
 errors; and (`parity` marker, with torch and the official code) bench/parity_segmenters.py's comparison with the
 official networks on the same random weights."""
 
+import importlib.util
 import os
 
 import jax
@@ -12,7 +13,7 @@ import pytest
 from flax import traverse_util
 
 from synth.layers.resample import bilinear_resize
-from synth.pretrained import deeplab, drn, files, resnet
+from synth.pretrained import deeplab, drn, files, resnet, upernet
 
 from helpers import official_checkout, run_bench
 
@@ -271,6 +272,117 @@ def test_deeplab_missing_file_names_it_and_where_it_is_published(monkeypatch):
         deeplab.load()
 
 
+# ------------------------------------------------------------------------------------------------ UPerNet
+
+def _upernet_torch_layout(variables):
+    parts = {}
+    for part, key in (("encoder", upernet.encoder_torch_key), ("decoder", upernet.decoder_torch_key)):
+        sub = {c: variables[c][part] for c in variables}
+        parts[part] = torch_layout(sub, key)
+    return parts["encoder"], parts["decoder"]
+
+
+def test_upernet_param_counts_equal_the_official_network():
+    shapes = jax.eval_shape(upernet.UPerNet().init, jax.random.key(0), jax.ShapeDtypeStruct((1, 64, 64, 3),
+                                                                                           jnp.float32))
+    enc, dec = shapes["params"]["encoder"], shapes["params"]["decoder"]
+    counts = {f"layer{k}": resnet.count_params(enc[f"layer{k}"]) for k in range(1, 5)}
+    counts["stem"] = sum(resnet.count_params(enc[f"conv{n}"]) for n in (1, 2, 3))
+    for group in ("ppm_conv", "ppm_last_conv", "fpn_in", "fpn_out"):
+        counts[group] = sum(resnet.count_params(v) for k, v in dec.items() if k.rstrip("0123456789_") == group)
+    counts["conv_last"] = resnet.count_params(dec["conv_last"]) + resnet.count_params(dec["conv_last_cls"])
+    counts.update(encoder=resnet.count_params(enc), decoder=resnet.count_params(dec),
+                  total=resnet.count_params(shapes["params"]))
+    assert counts == upernet.PARAM_COUNTS
+    assert len(jax.tree.leaves(shapes["batch_stats"]["encoder"])) == 2 * 106
+    assert len(jax.tree.leaves(shapes["batch_stats"]["decoder"])) == 2 * 12
+
+
+def test_upernet_converter_round_trip_ignores_sync_bn_buffers():
+    variables = with_random_stats(upernet.random_variables(jax.random.key(0)), 3)
+    enc, dec = _upernet_torch_layout(variables)
+    assert enc["conv3.weight"].shape == (128, 64, 3, 3) and enc["layer1.0.downsample.0.weight"].shape == (
+        256, 128, 1, 1)
+    assert dec["ppm_last_conv.0.weight"].shape == (512, 4096, 3, 3)
+    assert dec["fpn_in.0.0.weight"].shape == (512, 256, 1, 1) and dec["fpn_out.2.0.1.running_var"].shape == (512,)
+    assert dec["conv_last.1.weight"].shape == (150, 512, 1, 1) and dec["conv_last.1.bias"].shape == (150,)
+    for sd in (enc, dec):
+        for k in [k for k in sd if k.endswith("running_mean")]:
+            stem = k[:-len("running_mean")]
+            sd.update({stem + "num_batches_tracked": np.array(0), stem + "_tmp_running_mean": sd[k] * 3,
+                       stem + "_tmp_running_var": np.ones_like(sd[k]), stem + "_running_iter": np.ones(1)})
+    assert (len(enc), len(dec)) == (530 + 4 * 106, 62 + 4 * 12)  # segmenters.md 5.7: 636 and 74 with nn.BatchNorm2d
+    assert_same(upernet.variables_from_state_dicts(enc, dec), variables)
+    with pytest.raises(ValueError, match=r"decoder: unexpected key.*conv_last\.2\.weight"):
+        upernet.variables_from_state_dicts(enc, dict(dec, **{"conv_last.2.weight": np.zeros(1, np.float32)}))
+    with pytest.raises(ValueError, match=r"encoder: the state dict lacks"):
+        upernet.variables_from_state_dicts(dec, dec)
+
+
+@pytest.mark.parametrize("h,s", [(4, 6), (10, 3), (10, 6), (7, 2), (5, 1)])
+def test_adaptive_avg_pool_bins_overlap_like_torch(h, s):
+    x = np.random.default_rng(0).standard_normal((1, h, h + 1, 2)).astype(np.float32)
+    want = np.zeros((1, s, s, 2), np.float32)
+    for i in range(s):
+        for j in range(s):
+            r0, r1 = (i * h) // s, -(-((i + 1) * h) // s)
+            c0, c1 = (j * (h + 1)) // s, -(-((j + 1) * (h + 1)) // s)
+            want[0, i, j] = x[0, r0:r1, c0:c1].mean(axis=(0, 1))
+    np.testing.assert_allclose(np.asarray(upernet.adaptive_avg_pool(jnp.asarray(x), s)), want, rtol=1e-5, atol=1e-6)
+
+
+def test_upernet_forward_shapes_and_probabilities():
+    model = upernet.UPerNet()
+    variables = upernet.random_variables(jax.random.key(0))
+    x = upernet.preprocess(jax.random.uniform(jax.random.key(1), (1, 50, 70, 3), minval=-1, maxval=1))
+    logits = jax.jit(model.apply)(variables, x)
+    assert logits.shape == (1, 13, 18, 150)  # 50x70 -> 25x35 -> 13x18
+    probs = upernet.probabilities(logits, (50, 70))
+    assert probs.shape == (1, 50, 70, 150)
+    np.testing.assert_allclose(np.asarray(probs.sum(-1)), 1, rtol=1e-5)
+
+
+def test_upernet_preprocessing_of_both_versions():
+    q = np.array([[[[0, 128, 255]]]], np.float32)
+    new = (q / 255 - np.array(upernet.IMAGENET_MEAN)) / np.array(upernet.IMAGENET_STD)
+    np.testing.assert_allclose(np.asarray(upernet.preprocess(q / 127.5 - 1)), new, rtol=1e-6)
+    old = np.array([[[[255 - 102.9801, 128 - 115.9465, 0 - 122.7717]]]])
+    np.testing.assert_allclose(np.asarray(upernet.preprocess(q / 127.5 - 1, "baseline")), old, rtol=1e-6)
+    with pytest.raises(ValueError, match="unknown UPerNet weights version"):
+        upernet.preprocess(q, "2018")
+    assert upernet.mit_semseg_sizes(256, 256) == [(320, 320), (384, 384), (480, 480), (544, 544), (608, 608)]
+    assert upernet.mit_semseg_sizes(256, 256, (450,), padding=8) == [(456, 456)]
+    assert upernet.mit_semseg_sizes(683, 512, (300,)) == [(416, 320)]  # int(400.1) = 400 -> 416
+
+
+def test_upernet_missing_files_name_them_and_where_they_are_published(tmp_path, monkeypatch):
+    monkeypatch.delenv(files.WEIGHTS_DIR_ENV, raising=False)
+    with pytest.raises(files.MissingWeightsError,
+                       match=r"ade20k-resnet101-upernet/encoder_epoch_50\.pth.*sceneparsing\.csail\.mit\.edu"):
+        upernet.load()
+    with pytest.raises(files.MissingWeightsError, match=r"baseline-resnet101-upernet/encoder_epoch_50\.pth"):
+        upernet.load(version="baseline")
+    (tmp_path / "encoder_epoch_50.pth").write_bytes(b"x")
+    monkeypatch.setattr(upernet, "convert_encoder_file", lambda p: {"params": {"a": np.ones(1, np.float32)}})
+    with pytest.raises(files.MissingWeightsError, match=r"decoder_epoch_50\.pth"):
+        upernet.load(tmp_path, cache=False)
+
+
+def test_upernet_load_finds_both_files_in_the_weights_dir(tmp_path, monkeypatch):
+    folder = tmp_path / "ade20k-resnet101-upernet"
+    folder.mkdir()
+    for part in ("encoder", "decoder"):
+        (folder / f"{part}_epoch_50.pth").write_bytes(part.encode())
+        monkeypatch.setattr(upernet, f"convert_{part}_file",
+                            lambda p, part=part: {"params": {part[0]: np.ones(1, np.float32)}})
+    monkeypatch.setenv(files.WEIGHTS_DIR_ENV, str(tmp_path))
+    converted = upernet.load(cache=False)
+    assert set(converted.variables["params"]) == {"encoder", "decoder"}
+    assert converted.source.split(",") == [str((folder / f"{p}_epoch_50.pth").resolve()) for p in
+                                           ("encoder", "decoder")]
+    assert converted.source_sha256.split(",")[1] == files.file_sha256(folder / "decoder_epoch_50.pth")
+
+
 # ------------------------------------------------------------------------------------------------ parity
 
 DRN_ROOT, needs_drn = official_checkout("DRN_ROOT", "/tmp/drn_ref", needs="segment.py")
@@ -299,4 +411,16 @@ def test_deeplab_parity_with_kazuto1011():
     assert "error" not in entry, entry.get("error")
     for size, row in entry["sizes"].items():
         assert row["msc_logits"]["rel"] < 1e-4 and row["single_scale_logits"]["rel"] < 1e-4, (size, row)
+        assert row["argmax_agreement"] >= 0.999, (size, row)
+
+
+@pytest.mark.parity
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None or importlib.util.find_spec("mit_semseg") is None,
+                    reason="needs torch and mit-semseg (requirements-parity.txt)")
+def test_upernet_parity_with_mit_semseg():
+    report = run_bench("parity_segmenters.py", "--networks", "upernet", "--no-timing", timeout=1200)
+    entry = report["networks"]["upernet"]
+    assert "error" not in entry, entry.get("error")
+    for size, row in entry["sizes"].items():
+        assert row["logits"]["rel"] < 1e-4 and row["probs"]["rel"] < 1e-4, (size, row)
         assert row["argmax_agreement"] >= 0.999, (size, row)
