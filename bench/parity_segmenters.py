@@ -4,16 +4,20 @@ For each network, a torch driver (written to a temporary folder and run in a sub
 that torch never shares a process with JAX) builds the reference network from the official code, gives it random
 weights (conv kernels normal(0, 1/fan_in), biases and BN shifts and means small, BN scales in [0.5, 1], running
 variances in [0.5, 1.5]), saves its state dict as the published file name(s), runs it in eval mode on random
-uint8 images through the official preprocessing, and times its forward (median of --repeats after a warm-up,
---threads intra-op threads). Our side then loads the saved file(s) through our loader (`synth.convert.torch_pickle`,
-no torch), runs the same images from their [-1, 1] form through our `preprocess` and network, times the jitted
-forward on the same input, and prints JSON: per size, the max abs difference of the logits (and of what else the
-original outputs), the relative difference (max abs difference / max |reference|), the share of pixels whose
-argmax agrees, and the forward times side by side with the ratio torch / ours (> 1: ours is faster).
+uint8 images through the official preprocessing, and stays up as a timing service. Our side then loads the saved
+file(s) through our loader (`synth.convert.torch_pickle`, no torch), runs the same images from their [-1, 1] form
+through our `preprocess` and network, and prints JSON: per size, the max abs difference of the logits (and of what
+else the original outputs), the relative difference (max abs difference / max |reference|) and the share of pixels
+whose argmax agrees. Timing: one image at --time-size (defaults below), one forward of torch's (no_grad, --threads
+intra-op threads) then one of our jitted forward, alternately, --repeats times after a warm-up of each, so that
+any load on the machine hits both alike; medians and the ratio torch / ours (> 1: ours is faster). The torch
+timing covers the network from its preprocessed input (for UPerNet, encoder + decoder up to the softmax at the
+input size), ours the same.
 
 * `drn`: fyu/drn `segment.DRNSeg('drn_d_105', 19)` from --drn-root (its `drn.py`, `segment.py`,
   `data_transforms.py`; `segment.py` is compiled from its text with `async=True` read as `non_blocking=True`, as
-  `async` is a keyword since Python 3.7); the image / 255 normalised by `data_transforms.Normalize` with the Cityscapes mean/std.
+  `async` is a keyword since Python 3.7); the image / 255 normalised by `data_transforms.Normalize` with the
+  Cityscapes mean/std.
   Compared: the 1/8 `seg` logits and the full-size LogSoftmax output (after the fixed transposed-conv up-sampling).
 * `deeplab`: kazuto1011/deeplab-pytorch `libs.models.DeepLabV2_ResNet101_MSC(182)` from --deeplab-root; the BGR
   image minus the mean. Compared: the MSC output (the max over scales 1, 0.5, 0.75 at 1/8) and the single-scale
@@ -37,9 +41,13 @@ The exit status is 1 when a relative difference exceeds --rtol (default 1e-4).
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
+import subprocess
 import sys
 import tempfile
+import time
 
 import harness  # noqa: E402,F401  (puts the repository on sys.path)
 
@@ -50,7 +58,7 @@ TIME_SIZES = {"drn": (256, 512), "deeplab": (256, 256), "upernet": (256, 256)}
 BATCH = 2
 
 DRIVER = r'''
-import argparse, json, os, statistics, sys, time
+import argparse, json, os, sys, time
 import numpy as np
 
 p = argparse.ArgumentParser()
@@ -60,7 +68,6 @@ p.add_argument("--out", required=True)
 p.add_argument("--sizes", required=True)
 p.add_argument("--batch", type=int, required=True)
 p.add_argument("--time-size", default="")
-p.add_argument("--repeats", type=int, default=3)
 p.add_argument("--threads", type=int, default=2)
 p.add_argument("--seed", type=int, default=0)
 a = p.parse_args()
@@ -97,17 +104,6 @@ def sizes(text):
 
 def nhwc(t):
     return t.detach().permute(0, 2, 3, 1).contiguous().numpy()
-
-
-def timed(fn):
-    with torch.no_grad():
-        fn()
-        times = []
-        for _ in range(a.repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return {"median_s": round(statistics.median(times), 4), "min_s": round(min(times), 4), "repeats": a.repeats}
 
 
 def images(h, w):
@@ -202,12 +198,20 @@ else:
     raise SystemExit(f"unknown network {a.network}")
 
 np.savez(os.path.join(a.out, "reference.npz"), **{f"{s}/{k}": v for s, d in out.items() for k, v in d.items()})
-timing = None
+print(json.dumps({"torch": torch.__version__, "threads": a.threads}), flush=True)
 if a.time_size:
+    # Timing service: one forward per "run" line on stdin (the seconds on stdout), so that the caller can alternate
+    # torch's runs with its own and a load on the machine hits both alike.
     h, w = sizes(a.time_size)[0]
     x = prepare(rng.integers(0, 256, (1, h, w, 3), dtype=np.uint8))
-    timing = timed(lambda: run(x))
-print(json.dumps({"timing": timing, "torch": torch.__version__, "threads": a.threads}))
+    with torch.no_grad():
+        run(x)
+        for line in sys.stdin:
+            if line.strip() != "run":
+                break
+            t0 = time.perf_counter()
+            run(x)
+            print(time.perf_counter() - t0, flush=True)
 '''
 
 
@@ -226,7 +230,7 @@ def argmax_agreement(ours: np.ndarray, ref: np.ndarray) -> float:
     return round(float(np.mean(np.argmax(ours, -1) == np.argmax(ref, -1))), 6)
 
 
-def ours_drn(folder: str, ref: dict, time_size, repeats: int) -> dict:
+def ours_drn(folder: str, ref: dict, time_size) -> tuple[dict, object]:
     import jax
     import jax.numpy as jnp
 
@@ -242,14 +246,15 @@ def ours_drn(folder: str, ref: dict, time_size, repeats: int) -> dict:
         out[key] = {"log_probs": compare(log_probs, entry["log_probs"]), "low_res_logits": compare(np.asarray(low),
                                                                                                      entry["low"]),
                     "argmax_agreement": argmax_agreement(log_probs, entry["log_probs"])}
+    step = None
     if time_size:
         x = drn.preprocess(jnp.zeros((1, *time_size, 3)))
         apply = jax.jit(model.apply)
-        out["timing"] = harness.median_seconds(lambda: apply(converted.variables, x), repeats)
-    return out
+        step = lambda: jax.block_until_ready(apply(converted.variables, x))  # noqa: E731
+    return out, step
 
 
-def ours_deeplab(folder: str, ref: dict, time_size, repeats: int) -> dict:
+def ours_deeplab(folder: str, ref: dict, time_size) -> tuple[dict, object]:
     import jax
     import jax.numpy as jnp
 
@@ -264,14 +269,15 @@ def ours_deeplab(folder: str, ref: dict, time_size, repeats: int) -> dict:
         out[key] = {"msc_logits": compare(msc, entry["logits"]), "single_scale_logits": compare(single,
                                                                                                entry["single"]),
                     "argmax_agreement": argmax_agreement(msc, entry["logits"])}
+    step = None
     if time_size:
         x = deeplab.preprocess(jnp.zeros((1, *time_size, 3)))
         apply = jax.jit(model.apply)
-        out["timing"] = harness.median_seconds(lambda: apply(converted.variables, x), repeats)
-    return out
+        step = lambda: jax.block_until_ready(apply(converted.variables, x))  # noqa: E731
+    return out, step
 
 
-def ours_upernet(folder: str, ref: dict, time_size, repeats: int) -> dict:
+def ours_upernet(folder: str, ref: dict, time_size) -> tuple[dict, object]:
     import jax
     import jax.numpy as jnp
 
@@ -290,11 +296,12 @@ def ours_upernet(folder: str, ref: dict, time_size, repeats: int) -> dict:
         logits, probs = (np.asarray(a) for a in forward(converted.variables, entry["image"] / 127.5 - 1.0))
         out[key] = {"logits": compare(logits, entry["logits"]), "probs": compare(probs, entry["probs"]),
                     "argmax_agreement": argmax_agreement(probs, entry["probs"])}
+    step = None
     if time_size:
         x = upernet.preprocess(jnp.zeros((1, *time_size, 3)))
         timed = jax.jit(run)
-        out["timing"] = harness.median_seconds(lambda: timed(converted.variables, x), repeats)
-    return out
+        step = lambda: jax.block_until_ready(timed(converted.variables, x))  # noqa: E731
+    return out, step
 
 
 OURS = {"drn": ours_drn, "deeplab": ours_deeplab, "upernet": ours_upernet}
@@ -307,6 +314,52 @@ def load_reference(folder: str) -> dict:
             size, key = name.split("/")
             ref.setdefault(size, {})[key] = np.array(data[name])
     return ref
+
+
+def run_network(name: str, folder: str, driver_args: list[str], torch_python: str, time_size, repeats: int):
+    """The torch driver (reference outputs, then its timing service), our comparison, then `repeats` timed forwards
+    alternating torch / ours. -> (the network's JSON entry, whether it failed)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        driver = os.path.join(tmp, "official_driver.py")
+        with open(driver, "w") as f:
+            f.write(DRIVER)
+        python = os.path.abspath(torch_python) if os.sep in torch_python else torch_python
+        errors = open(os.path.join(tmp, "stderr.txt"), "w+")
+        proc = subprocess.Popen([python, driver, *driver_args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=errors, text=True, cwd=tmp)
+        try:
+            line = proc.stdout.readline()
+            while line and not line.startswith("{"):  # mit-semseg prints "Loading weights for net_encoder"
+                line = proc.stdout.readline()
+            if not line:
+                proc.wait(timeout=60)
+                errors.seek(0)
+                return {"error": errors.read()[-3000:]}, True
+            theirs = json.loads(line)
+            sizes, step = OURS[name](folder, load_reference(folder), time_size)
+            entry = {"sizes": sizes, "torch": theirs["torch"]}
+            if step is not None:
+                step()  # warm-up (compiled already)
+                torch_s, ours_s = [], []
+                for _ in range(repeats):
+                    proc.stdin.write("run\n")
+                    proc.stdin.flush()
+                    torch_s.append(float(proc.stdout.readline()))
+                    time.sleep(0.2)  # let torch's worker threads go idle
+                    t0 = time.perf_counter()
+                    step()
+                    ours_s.append(time.perf_counter() - t0)
+                t, o = statistics.median(torch_s), statistics.median(ours_s)
+                entry["timing"] = {"size": f"{time_size[0]}x{time_size[1]}", "batch": 1, "repeats": repeats,
+                                   "torch_threads": theirs["threads"], "torch_median_s": round(t, 4),
+                                   "ours_median_s": round(o, 4), "torch_min_s": round(min(torch_s), 4),
+                                   "ours_min_s": round(min(ours_s), 4), "ratio_torch_over_ours": round(t / o, 3)}
+            return entry, False
+        finally:
+            if proc.poll() is None:
+                proc.stdin.close()
+                proc.wait(timeout=60)
+            errors.close()
 
 
 def main():
@@ -338,26 +391,15 @@ def main():
             os.makedirs(folder, exist_ok=True)
             time_size = None if args.no_timing else time_sizes[name]
             driver_args = ["--network", name, "--root", roots[name], "--out", folder, "--sizes",
-                           _sizes(PARITY_SIZES[name]), "--batch", str(BATCH), "--repeats", str(args.repeats),
-                           "--threads", str(args.threads)]
+                           _sizes(PARITY_SIZES[name]), "--batch", str(BATCH), "--threads", str(args.threads)]
             if time_size:
                 driver_args += ["--time-size", _sizes([time_size])]
-            theirs = harness.run_driver(DRIVER, driver_args, args.torch_python)
-            if "error" in theirs:
-                result["networks"][name] = {"error": theirs["error"]}
+            entry, failure = run_network(name, folder, driver_args, args.torch_python, time_size, args.repeats)
+            if failure:
                 worst = float("inf")
-                continue
-            entry = OURS[name](folder, load_reference(folder), time_size, args.repeats)
-            timing = entry.pop("timing", None)
-            entry = {"sizes": entry}
-            for size in entry["sizes"].values():
-                worst = max(worst, *(v["rel"] for v in size.values() if isinstance(v, dict)))
-            if timing and theirs.get("timing"):
-                entry["timing"] = {"size": f"{time_size[0]}x{time_size[1]}", "batch": 1,
-                                   "torch_s": theirs["timing"]["median_s"], "ours_s": timing["median_s"],
-                                   "ratio_torch_over_ours": round(theirs["timing"]["median_s"] / timing["median_s"],
-                                                                  3)}
-            entry["torch"] = theirs.get("torch")
+            else:
+                for size in entry["sizes"].values():
+                    worst = max(worst, *(v["rel"] for v in size.values() if isinstance(v, dict)))
             result["networks"][name] = entry
     result["worst_rel"] = worst
     result["cpu_busy_after"] = harness.cpu_busy_fraction()

@@ -56,7 +56,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from synth.layers.conv import conv_general_dilated
 from synth.pretrained import files, resnet
 
 log = logging.getLogger("synth")

@@ -236,5 +236,5 @@ def quantize_uint8(images) -> jnp.ndarray:
 
 
 __all__ = ["BN_EPS", "Bottleneck", "ConvBN", "STAGE_PARAMS", "Stage", "bn_leaf", "count_params",
-           "max_pool_3x3_s2", "oihw_to_hwio", "quantize_uint8", "random_variables", "stage_param_count", "variable_shapes",
-           "variables_from_state_dict"]
+           "max_pool_3x3_s2", "oihw_to_hwio", "quantize_uint8", "random_variables", "stage_param_count",
+           "variable_shapes", "variables_from_state_dict"]
