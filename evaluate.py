@@ -5,6 +5,8 @@
 
 Writes results.json (every figure with every protocol choice), results.md and sample grids to
 RUN/eval/<protocol>[-step<STEP>]/ (or --out). Run the same command again to resume an interrupted evaluation.
+In a multi-process job (the flags of synth/distributed.py) the processes share the chunks and OUT must be on a
+filesystem they all see; the figures equal a one-process run's.
 `--train_segmenter` only trains (and caches) the scenes segmenter.
 """
 
@@ -14,6 +16,8 @@ import sys
 
 from absl import app, flags
 from ml_collections import config_flags
+
+from synth import distributed  # (importing synth first sets XLA:CPU's flags; nothing starts a backend here)
 
 flags.DEFINE_string("workdir", None, "Training run directory (its checkpoints/ is evaluated; the checkpoints/ "
                     "directory itself is accepted too).")
@@ -34,6 +38,7 @@ flags.DEFINE_integer("diversity_layouts", None, "Override the protocol's diversi
                      lower_bound=1)
 flags.DEFINE_bool("train_segmenter", False, "Train and cache the scenes segmenter at --size, then exit.")
 flags.DEFINE_integer("size", 64, "Scene size for --train_segmenter.", lower_bound=8)
+distributed.define_flags(flags)
 
 
 def main(argv):
@@ -45,6 +50,10 @@ def main(argv):
 
     logs.configure()
     f = flags.FLAGS
+    try:
+        distributed.initialize_from_flags(flags)  # a multi-process job: chunks dealt out, one report
+    except distributed.DistributedError as e:
+        sys.exit(f"evaluate.py: {type(e).__name__}: {e}")
     if f.train_segmenter:
         seg = scene_segmenter.get(f.size, f.size)
         logging.info("scenes segmenter %s: mIoU on real validation scenes %.3f", seg.source, seg.val_miou)
@@ -78,9 +87,11 @@ def evaluate(f, options: dict) -> None:
         suffix = "" if f.checkpoint is None else f"-step{f.checkpoint}"
         out = f.out or os.path.join(run, "eval", f.protocol + suffix)
     evaluation.run_model(model, f.protocol, out, **options)
-    with open(os.path.join(out, "results.md")) as table:
-        print(table.read())
-    logging.info("wrote %s", out)
+    distributed.barrier("evaluate.py done")  # no process leaves the job while another still reads its chunks
+    if distributed.is_main():
+        with open(os.path.join(out, "results.md")) as table:
+            print(table.read())
+        logging.info("wrote %s", out)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Train a synthesis model: python train.py --config configs/<x>.py --workdir DIR [--config.field=value].
 
 The config is locked: a misspelled override fails with the field's name. A workdir that already holds a
-checkpoint resumes exactly where it stopped.
+checkpoint resumes exactly where it stopped. In a multi-process job every process runs the same command with
+`--distributed` (TPU pods, SLURM, Open MPI) or `--coordinator_address/--num_processes/--process_id`
+(`synth/distributed.py`).
 """
 
 import logging
@@ -11,10 +13,12 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from synth import distributed  # (importing synth first sets XLA:CPU's flags; nothing starts a backend here)
+
 config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py[:arg]).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples.")
-flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host runs).")
 flags.mark_flags_as_required(["config", "workdir"])
+distributed.define_flags(flags)
 
 
 def main(argv):
@@ -25,8 +29,10 @@ def main(argv):
     xla_cpu.configure()  # before the backend starts (also done by `import synth`; explicit here, first)
     import jax
 
-    if flags.FLAGS.distributed:
-        jax.distributed.initialize()
+    try:
+        distributed.initialize_from_flags(flags)  # a multi-process job, when asked for (see synth/distributed.py)
+    except distributed.DistributedError as e:
+        sys.exit(f"train.py: {type(e).__name__}: {e}")
     jax.config.update("jax_compilation_cache_dir",
                       os.environ.get("SYNTH_JAX_CACHE", os.path.expanduser("~/.cache/synth-jax")))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)

@@ -2,8 +2,10 @@
 
 * Training: an endless stream whose order is a pure function of (seed, position), so a run restarted at
   step s continues with exactly the batches it would have seen, without replaying the first s.
-  Each host reads its own share of the examples (`process_index::process_count`) and builds
-  `global_batch / process_count` examples per step.
+  The order is global: global batch t holds stream positions t*G .. t*G+G-1, and host p reads its contiguous
+  slice of it (`G / process_count` examples from position t*G + p*G/process_count), with each example's
+  augmentation seeded by its global position. So the global batches, and the training, do not depend on the
+  number of hosts: one process sees what two see together.
 * Evaluation: every example exactly once over any number of hosts. Hosts take contiguous shares and pad
   them to the same number of batches with masked copies, so all hosts run the same number of steps.
 
@@ -182,24 +184,28 @@ def train_dataset(source: Source, pp: Preprocess, global_batch: int, *, seed: in
     if process_index is None:
         process_index, process_count = _jax_process()
     local_batch = _local_batch(global_batch, process_count)
-    mine = np.arange(source.num_examples)[process_index::process_count]
-    if len(mine) < local_batch:
+    if source.num_examples < global_batch:
         raise DatasetError(f"{source.spec.name}[{source.split}] has {source.num_examples} examples: too few for "
-                           f"a batch of {local_batch} on each of {process_count} processes.")
-    host_seed = int(seed) * 1_000_003 + process_index
+                           f"a global batch of {global_batch}.")
+    stream_seed = int(seed) * 1_000_003  # (the one-process stream of earlier versions, unchanged)
+
+    def global_position(local_position):  # this host's slice of each global batch
+        step, row = divmod(int(local_position), local_batch)
+        return np.int64(step * global_batch + process_index * local_batch + row)
 
     def index_at(position):
-        return np.int64(mine[train_order(host_seed, len(mine), position)])
+        return np.int64(train_order(stream_seed, source.num_examples, position))
 
     slot = _ErrorSlot()
     # A range, not a Python generator: endless generators keep TF from shutting down cleanly.
     ds = tf.data.Dataset.range(start_step * local_batch, np.iinfo(np.int64).max)
+    ds = ds.map(lambda q: tf.numpy_function(global_position, [q], tf.int64, stateful=False))
     ds = ds.map(lambda p: (p, tf.numpy_function(index_at, [p], tf.int64, stateful=False)))
     load = _loader(source, slot, with_image=True)
 
     def load_and_preprocess(position, index):
         ex = load(index)
-        ex = preprocess(ex, tf.stack([tf.constant(host_seed, tf.int64), position]), pp,
+        ex = preprocess(ex, tf.stack([tf.constant(stream_seed, tf.int64), position]), pp,
                         source.spec.table.ignore_id)
         ex["index"] = index
         return ex

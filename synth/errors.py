@@ -8,7 +8,9 @@ from data_pipelines.labels import LabelError
 from data_pipelines.sources.base import DatasetError
 from synth.checkpoint import CheckpointDamagedError, CheckpointMismatchError, CheckpointNotFoundError
 from synth.config_check import ConfigError
+from synth.distributed import DistributedError
 from synth.pretrained.files import MissingWeightsError
 
 USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DatasetError, LabelError, CheckpointDamagedError,
-                                            CheckpointMismatchError, CheckpointNotFoundError, MissingWeightsError)
+                                            CheckpointMismatchError, CheckpointNotFoundError, MissingWeightsError,
+                                            DistributedError)

@@ -104,15 +104,21 @@ def test_same_seed_same_batches_and_exact_resume():
     assert sorted(seen.tolist()) == list(range(10))
 
 
-def test_hosts_read_disjoint_shares():
+def test_hosts_read_their_slices_of_the_one_process_batches():
+    """Host p's batch t is rows p*b .. p*b+b-1 of the one-process global batch t, images and augmentation
+    included: the training does not depend on the number of hosts."""
     data = scenes_data(num_train=12)
     src, pp = sources.get_source(data, "train"), sources.preprocess_of(data)
-    shares = []
-    for host in range(3):
-        batches = take(pipeline.train_dataset(src, pp, 6, process_index=host, process_count=3), 2)
-        assert batches[0]["label"].shape[0] == 2
-        shares.append(set(np.concatenate([b["index"] for b in batches]).tolist()))
-    assert sum(len(s) for s in shares) == 12 and set.union(*shares) == set(range(12))
+    one = take(pipeline.train_dataset(src, pp, 6, seed=3, process_index=0, process_count=1), 3)
+    hosts = [take(pipeline.train_dataset(src, pp, 6, seed=3, process_index=h, process_count=3), 3) for h in range(3)]
+    for t in range(3):
+        assert hosts[0][t]["label"].shape[0] == 2
+        for k in one[t]:
+            np.testing.assert_array_equal(np.concatenate([hosts[h][t][k] for h in range(3)]), one[t][k], err_msg=k)
+    first_epoch = np.concatenate([b["index"] for h in range(3) for b in hosts[h][:2]])
+    assert sorted(first_epoch.tolist()) == list(range(12))  # within an epoch, every example once
+    resumed = take(pipeline.train_dataset(src, pp, 6, seed=3, start_step=2, process_index=1, process_count=3), 1)
+    np.testing.assert_array_equal(resumed[0]["image"], hosts[1][2]["image"])
     with pytest.raises(ValueError, match="not divisible by the 3 processes"):
         pipeline.train_dataset(src, pp, 8, process_index=0, process_count=3)
 

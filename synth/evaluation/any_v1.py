@@ -231,7 +231,7 @@ def run(model: generate.Model, protocol: Protocol, out_dir: str, *, data_root: s
                   "compare only at equal N; the noise floor is FID between two halves of the real set."]
                  + ([div_note] if div_note else []),
     }
-    Image.fromarray(fakes[0]["grid"]).save(os.path.join(out_dir, "samples.png"))
+    report.save_grid(out_dir, fakes[0]["grid"])
     m = results["metrics"]
     feature_label = "Inception" if features.id == INCEPTION_ID else "HED stand-in"
     rows = [(f"FID (N={n}, {feature_label} features)", f"{m['fid']:.2f}"),

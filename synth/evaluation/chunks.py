@@ -7,6 +7,13 @@ never leaves half a chunk). The directory carries the fingerprint of everything 
 (protocol, checkpoint, seeds, networks); a directory made under another fingerprint is cleared, never mixed in.
 Because every chunk's randomness is derived from the chunk alone, a resumed run computes what an uninterrupted
 one would have.
+
+In a multi-process job every process runs the whole protocol and the chunks are dealt out by name
+(`crc32(name) % process_count`): a process computes its own chunks and reads the others' from the shared
+directory, waiting for them to appear. All processes walk the chunks in the same order, so the earliest missing
+chunk always belongs to a process that is not waiting, and the job cannot deadlock; every process ends with the
+same figures as a one-process run (only process 0 writes the report). Process 0 alone clears a directory made
+under another fingerprint; the others wait for its stamp.
 """
 
 from __future__ import annotations
@@ -16,9 +23,12 @@ import logging
 import os
 import shutil
 import tempfile
+import time
+import zlib
 from pathlib import Path
 from typing import Callable
 
+import jax
 import numpy as np
 
 log = logging.getLogger("synth")
@@ -38,20 +48,38 @@ def _atomic_write(path: Path, write: Callable) -> None:
         raise
 
 
+def _wait_for(ready: Callable[[], bool], what: str, timeout_s: float) -> None:
+    began = time.time()
+    while not ready():
+        if time.time() - began > timeout_s:
+            raise TimeoutError(f"Waited {timeout_s:.0f} s for {what}, which another process of the job computes; is "
+                               "it still running? ($SYNTH_EVAL_WAIT_S sets the wait.)")
+        time.sleep(0.2)
+
+
 class ChunkCache:
     """Arrays per named chunk under `directory`, valid for one `fingerprint` (a JSON-able dict)."""
 
     def __init__(self, directory: str | os.PathLike, fingerprint: dict):
         self.directory = Path(directory)
+        self.wait_s = float(os.environ.get("SYNTH_EVAL_WAIT_S", 3600))
         text = json.dumps(fingerprint, sort_keys=True, indent=1, default=str)
         stamp = self.directory / _FINGERPRINT
-        if stamp.is_file() and stamp.read_text() != text:
-            log.warning("%s holds results made under another fingerprint; starting over", self.directory)
-            shutil.rmtree(self.directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        if not stamp.is_file():
-            _atomic_write(stamp, lambda f: f.write(text.encode()))
+        if jax.process_index() == 0:
+            if stamp.is_file() and stamp.read_text() != text:
+                log.warning("%s holds results made under another fingerprint; starting over", self.directory)
+                shutil.rmtree(self.directory)
+            self.directory.mkdir(parents=True, exist_ok=True)
+            if not stamp.is_file():
+                _atomic_write(stamp, lambda f: f.write(text.encode()))
+        else:
+            _wait_for(lambda: stamp.is_file() and stamp.read_text() == text, f"{stamp} (written by process 0)",
+                      self.wait_s)
         self.reused = self.computed = 0
+
+    def mine(self, name: str) -> bool:
+        """Whether this process computes the chunk (always, in a one-process run)."""
+        return zlib.crc32(name.encode()) % jax.process_count() == jax.process_index()
 
     def _path(self, name: str) -> Path:
         if not name or "/" in name or name.startswith("."):
@@ -79,6 +107,10 @@ class ChunkCache:
         if stored is not None:
             self.reused += 1
             return stored
+        if not self.mine(name):  # another process's chunk
+            _wait_for(lambda: self._path(name).is_file(), f"chunk {self._path(name)}", self.wait_s)
+            self.reused += 1
+            return self.get(name)
         self.computed += 1
         return self.put(name, compute())
 

@@ -59,8 +59,7 @@ def run(model: generate.Model, protocol: Protocol, out_dir: str, *, data_root: s
         "notes": [] if is_stochastic(model) else ["this model is deterministic given the layout: diversity 0"],
     }
     if grid:
-        from PIL import Image
-        Image.fromarray(np.concatenate(grid, 0)).save(os.path.join(out_dir, "samples.png"))
+        report.save_grid(out_dir, np.concatenate(grid, 0))
     report.write(results, out_dir, [
         (f"LPIPS diversity (K={k}, {n} layouts)", f"{div['lpips_diversity']:.4f} ± {div['lpips_diversity_std']:.4f}")])
     return results

@@ -8,6 +8,10 @@ import os
 import sys
 import time
 
+import jax
+import numpy as np
+from PIL import Image
+
 
 class Progress:
     """A one-line progress bar with ETA on stderr."""
@@ -25,8 +29,17 @@ class Progress:
         sys.stderr.flush()
 
 
+def save_grid(out_dir: str, grid) -> None:
+    """The protocol's sample grid, OUT/samples.png (by process 0 only, in a multi-process job)."""
+    if jax.process_index() == 0:
+        Image.fromarray(np.asarray(grid)).save(os.path.join(out_dir, "samples.png"))
+
+
 def write(results: dict, out_dir: str, rows: list[tuple[str, str]]) -> None:
-    """results.json (written to a temporary file, then renamed) and results.md: `rows` of (metric, value)."""
+    """results.json (written to a temporary file, then renamed) and results.md: `rows` of (metric, value). In a
+    multi-process job every process holds the same results and process 0 alone writes them."""
+    if jax.process_index() != 0:
+        return
     os.makedirs(out_dir, exist_ok=True)
     tmp = os.path.join(out_dir, "results.json.tmp")
     with open(tmp, "w") as f:

@@ -140,8 +140,7 @@ def run(model, protocol: Protocol, out_dir: str, *, real_images: int | None = No
                   "scenes-v1 numbers.",
                   "diversity uses HED features with unit weights, not LPIPS's trained linear layers."],
     }
-    from PIL import Image
-    Image.fromarray(np.concatenate(grid_rows, 0)).save(os.path.join(out_dir, "samples.png"))
+    report.save_grid(out_dir, np.concatenate(grid_rows, 0))
     m = results["metrics"]
     report.write(results, out_dir, [
         ("FID (HED features)", f"{m['fid_hed']:.2f}"),

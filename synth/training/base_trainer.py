@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from data_pipelines import pipeline, sources
-from synth import checkpoint, config_check, models
+from synth import checkpoint, config_check, distributed, models
 from synth.metrics.colour import ClassColourAccumulator
 from synth.training import sharding
 from synth.training.preemption import PreemptionGuard
@@ -84,13 +84,12 @@ class BaseTrainer(abc.ABC):
         return sharding.to_global({k: batch[k] for k in self.system.batch_keys if k in batch}, self.mesh)
 
     def eval_batches(self):
+        """The first `train.eval_batches` global batches of the validation split, this process's share of them
+        (the same examples whatever the number of processes)."""
         source = sources.get_source(self.config.data, "validation")
-        batches = pipeline.eval_dataset(source, sources.preprocess_of(self.config.data),
-                                        self.config.train.batch_size)
-        for i, batch in enumerate(batches):
-            if i >= self.config.train.eval_batches:
-                return
-            yield batch
+        n = min(source.num_examples, self.config.train.eval_batches * self.config.train.batch_size)
+        yield from pipeline.eval_dataset(source, sources.preprocess_of(self.config.data),
+                                         self.config.train.batch_size, indices=np.arange(n))
 
     def sample(self, state, batch: dict, key) -> jax.Array:
         """Eval-mode images for a batch: the system's `sample` with the state's current (not averaged) weights."""
@@ -102,7 +101,9 @@ class BaseTrainer(abc.ABC):
         key = jax.random.key(self.config.train.seed + 1)
         for i, batch in enumerate(self.eval_batches()):
             fake = self._generate(state, self.global_batch(batch), jax.random.fold_in(key, i))
-            acc.add(np.asarray(fake), batch["image"], batch["label"], batch["mask"])
+            acc.add(sharding.local_rows(fake), batch["image"], batch["label"], batch["mask"])
+        for name in ("fake", "real", "count"):  # every process's pixels (the same on each process)
+            setattr(acc, name, distributed.allsum(getattr(acc, name)))
         error = acc.result()
         if not np.isfinite(error):
             # E.g. CC-FPSE at initialisation: eval mode uses the spectral-norm vectors without a power iteration,
@@ -114,7 +115,8 @@ class BaseTrainer(abc.ABC):
     def sample_grid(self, state, batch, samples: int = 1) -> np.ndarray:
         """Rows of label | real | `samples` samples (each with its own key)."""
         key = jax.random.key(self.config.train.seed + 2)
-        fakes = [self._generate(state, self.global_batch(batch), key if s == 0 else jax.random.fold_in(key, s))
+        fakes = [sharding.local_rows(self._generate(state, self.global_batch(batch),
+                                                    key if s == 0 else jax.random.fold_in(key, s)))
                  for s in range(samples)]
         grids = [_grid(self.spec.table.colourise(batch["label"]), batch["image"], f) for f in fakes]
         return np.concatenate([grids[0]] + [g[:, 2 * self.width:] for g in grids[1:]], 1)
@@ -158,7 +160,8 @@ class BaseTrainer(abc.ABC):
         summary = {"start_step": start}
         sample_batch = next(iter(self.eval_batches()))
         samples_dir = os.path.join(self.workdir, "samples")
-        os.makedirs(samples_dir, exist_ok=True)
+        if distributed.is_main():
+            os.makedirs(samples_dir, exist_ok=True)
         if start == 0:
             summary["step_0"] = self.evaluate(state)
             log.info("step 0: %s", summary["step_0"])
@@ -189,9 +192,10 @@ class BaseTrainer(abc.ABC):
                 if step % train.log_every == 0 or step == train.num_steps:
                     writer.write_scalars(step, {k: float(np.mean(v[-train.log_every:])) for k, v in history.items()})
                 if step % train.image_every == 0 or step == train.num_steps:
-                    grid = self.sample_grid(state, sample_batch, self.grid_samples)
-                    writer.write_images(step, {"label_real_fake": grid[None]})
-                    Image.fromarray(grid).save(os.path.join(samples_dir, f"step_{step:07d}.png"))
+                    grid = self.sample_grid(state, sample_batch, self.grid_samples)  # on every process
+                    if distributed.is_main():
+                        writer.write_images(step, {"label_real_fake": grid[None]})
+                        Image.fromarray(grid).save(os.path.join(samples_dir, f"step_{step:07d}.png"))
                 self.checkpointer.save(step, state, config=config, dataset=self.spec)
                 out_of_time = train.get("max_seconds", 0) and time.time() - began > train.max_seconds
                 preempted = guard.requested()
@@ -212,9 +216,10 @@ class BaseTrainer(abc.ABC):
             return {"state": state, **summary}
         summary["final"] = self.evaluate(state)
         grid = self.sample_grid(state, sample_batch, self.grid_samples)
-        Image.fromarray(grid).save(os.path.join(self.workdir, "samples.png"))
         if self.feature_note:
             summary["note"] = self.feature_note
-        with open(os.path.join(self.workdir, "train_summary.json"), "w") as f:
-            json.dump(summary, f, indent=1)
+        if distributed.is_main():  # one set of outputs per job
+            Image.fromarray(grid).save(os.path.join(self.workdir, "samples.png"))
+            with open(os.path.join(self.workdir, "train_summary.json"), "w") as f:
+                json.dump(summary, f, indent=1)
         return {"state": state, **summary}

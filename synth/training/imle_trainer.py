@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from data_pipelines import pipeline, sources
-from synth import cache, imle, rarity, rarity_cache
+from synth import cache, distributed, imle, rarity, rarity_cache
 from synth.pretrained.feature_net import load_feature_net
 from synth.training import imle_step, sharding
 from synth.training.base_trainer import BaseTrainer
@@ -27,6 +27,10 @@ class IMLETrainer(BaseTrainer):
     """Conditional IMLE's trainer: per epoch a pool with selected codes, then jitted inner steps on it."""
 
     def __init__(self, config, workdir: str, mesh=None, system=None):
+        if jax.process_count() > 1:  # not built or tested across hosts (the pool is gathered on each host)
+            raise distributed.DistributedError(
+                "Conditional IMLE's trainer runs in one process (any number of local devices); multi-process "
+                "training is built and tested for the GAN systems.")
         super().__init__(config, workdir, mesh, system)
         cfg = config.imle
         if self.system.trainer != "imle" or not self.system.noise_channels:

@@ -46,3 +46,18 @@ def to_global(batch: dict, mesh) -> dict:
     if size % local_devices:
         raise ValueError(f"This process's batch of {size} does not split over its {local_devices} devices.")
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
+
+
+def local_rows(x: jax.Array) -> np.ndarray:
+    """This process's rows of a global array sharded on the batch axis, in the order `to_global` took them from
+    its local batch (the whole array in a one-process run)."""
+    if x.is_fully_addressable:
+        return np.asarray(x)
+    shards = sorted(x.addressable_shards, key=lambda s: s.index[0].start or 0)
+    starts, rows = [], []
+    for shard in shards:  # a batch axis replicated over other mesh axes repeats rows: keep each start once
+        start = shard.index[0].start or 0
+        if start not in starts:
+            starts.append(start)
+            rows.append(np.asarray(shard.data))
+    return np.concatenate(rows)
