@@ -30,6 +30,9 @@ flags.DEFINE_string("protocol", "scenes-v1", "Protocol name (see synth/evaluatio
 flags.DEFINE_string("out", None, "Output directory; default RUN/eval/<protocol>.")
 flags.DEFINE_string("data_root", None, "Dataset root for the standard protocols (default: the config's).")
 flags.DEFINE_enum("resize", None, ["pytorch-fid", "clean"], "FID resize to 299 (marked in results when overridden).")
+flags.DEFINE_enum("segmentation_resolution", None, ["generated", "native"], "spade-*-v1: what the segmenter sees: "
+                  "'generated' (the model's size, labels nearest-resized; the default) or 'native' (the images "
+                  "upsampled to the original label size); recorded in results.")
 flags.DEFINE_integer("real_images", None, "Override the protocol's number of validation layouts (marked in results).",
                      lower_bound=1)
 flags.DEFINE_integer("samples_per_layout", None, "Override the protocol's samples per layout (marked in results).",
@@ -59,7 +62,8 @@ def main(argv):
         logging.info("scenes segmenter %s: mIoU on real validation scenes %.3f", seg.source, seg.val_miou)
         return
     options = {"real_images": f.real_images, "samples_per_layout": f.samples_per_layout,
-               "diversity_layouts": f.diversity_layouts, "resize": f.resize, "data_root": f.data_root}
+               "diversity_layouts": f.diversity_layouts, "resize": f.resize, "data_root": f.data_root,
+               "segmentation_resolution": f.segmentation_resolution}
     from synth.errors import USER_ERRORS
 
     try:

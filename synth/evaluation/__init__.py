@@ -14,7 +14,8 @@ from synth.evaluation.protocols import (PROTOCOLS, OptionError, Protocol, Protoc
                                         missing_requirements)
 
 OPTIONS = {"scenes": ("real_images", "samples_per_layout", "diversity_layouts", "segmenter_steps"),
-            "fid": ("real_images", "resize", "data_root", "inception_weights"),
+            "fid": ("real_images", "resize", "segmentation_resolution", "data_root", "inception_weights",
+                    "segmenter_weights"),
             "diversity": ("samples_per_layout", "diversity_layouts", "data_root", "lpips_weights"),
             "any": ("real_images", "samples_per_layout", "diversity_layouts", "resize", "data_root",
                     "inception_weights", "lpips_weights")}
@@ -22,7 +23,9 @@ OPTIONS = {"scenes": ("real_images", "samples_per_layout", "diversity_layouts", 
 
 COUNTS = ("real_images", "samples_per_layout", "diversity_layouts", "segmenter_steps")  # each an integer >= 1
 RESIZES = ("pytorch-fid", "clean")
-PYTHON_ONLY = ("segmenter_steps", "inception_weights", "lpips_weights")  # no evaluate.py flag: tests and scripts
+SEGMENTATION_RESOLUTIONS = ("generated", "native")  # = segmentation.RESOLUTIONS
+# no evaluate.py flag (tests and scripts pass weights objects)
+PYTHON_ONLY = ("segmenter_steps", "inception_weights", "lpips_weights", "segmenter_weights")
 
 
 def check_options(protocol_name: str, options: dict) -> dict:
@@ -44,6 +47,11 @@ def check_options(protocol_name: str, options: dict) -> dict:
             raise OptionError(f"option {name} = {value!r} for protocol {protocol.name}: must be an integer >= 1.")
     if "resize" in options and options["resize"] not in RESIZES:
         raise OptionError(f"option resize = {options['resize']!r}: must be one of {', '.join(RESIZES)}.")
+    resolution = options.get("segmentation_resolution")
+    if resolution is not None and resolution not in SEGMENTATION_RESOLUTIONS:
+        raise OptionError(f"option segmentation_resolution = {resolution!r}: must be one of "
+                         f"{', '.join(SEGMENTATION_RESOLUTIONS)} (the segmenter sees the model's size against "
+                         "nearest-resized labels, or the images upsampled to the original label size).")
     return options  # a data_root that is not there is named by `missing_requirements` (ProtocolUnavailable)
 
 
@@ -51,7 +59,9 @@ def run_model(model: generate.Model, protocol_name: str, out_dir: str, **options
     """Evaluates a loaded model (`generate.load`, `generate.from_official`) under a protocol.
 
     `options` override protocol fields (marked in the results) or name inputs: real_images, samples_per_layout,
-    diversity_layouts, resize ("pytorch-fid" or "clean"), data_root; None values are ignored (`check_options`).
+    diversity_layouts, resize ("pytorch-fid" or "clean"), segmentation_resolution ("generated" or "native"),
+    data_root; from Python, weights objects instead of the published files (inception_weights, lpips_weights,
+    segmenter_weights); None values are ignored (`check_options`).
     """
     protocol = get(protocol_name)
     options = check_options(protocol_name, options)
@@ -71,4 +81,5 @@ def run(checkpoint_dir: str, protocol_name: str, out_dir: str, *, step: int | No
     return run_model(generate.load(checkpoint_dir, step=step), protocol_name, out_dir, **options)
 
 
-__all__ = ["OPTIONS", "OptionError", "check_options", "PROTOCOLS", "Protocol", "ProtocolUnavailable", "get", "run", "run_model"]
+__all__ = ["OPTIONS", "PYTHON_ONLY", "SEGMENTATION_RESOLUTIONS", "OptionError", "check_options", "PROTOCOLS",
+           "Protocol", "ProtocolUnavailable", "get", "run", "run_model"]

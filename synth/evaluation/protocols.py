@@ -2,8 +2,14 @@
 
 - `scenes-v1` runs on any fresh machine, with the embedded networks, stated as such (see `scenes_v1`).
 - `spade-cityscapes-v1`, `spade-ade20k-v1`, `spade-coco-v1`: FID and KID with the FID InceptionV3 on the
-  validation set, at the model's resolution (see `fid_v1`). Their segmenters (DRN-D-105, UperNet-R101,
-  DeepLabV2-R101) are not ported yet, so mIoU and pixel accuracy are reported as unavailable, by name.
+  validation set, at the model's resolution (see `fid_v1`), and mIoU and pixel accuracy of the generated and of
+  the real validation images with the papers' segmenters: DRN-D-105 (Cityscapes, 19 trainIds, mIoU over classes
+  in labels or predictions), UPerNet-R101 (ADE20K, mit-semseg's 5 sizes, mIoU over all 150 classes) and
+  DeepLabV2-R101 MSC (COCO-Stuff, mIoU over the classes present in the labels) (see `segmentation`). The
+  segmentation resolution is a named choice, `segmentation_resolution`: "generated" (default; the model's size,
+  labels nearest-resized, as CC-FPSE's authors did) or "native" (the images upsampled to the original label
+  size). A missing segmenter file does not make the protocol unavailable: FID/KID run, and the results say that
+  mIoU is unavailable and name the file.
 - `cimle-diversity-v1`: LPIPS v0.1 (AlexNet) diversity of K samples per validation layout, for any dataset
   (see `diversity_v1`).
 - `any-v1`: a model of any dataset (custom folders included) on any machine: FID/KID with the FID Inception when
@@ -40,14 +46,14 @@ class Protocol:
     diversity_layouts: int = 0
     real_set: str = "the validation split through the dataset's eval preprocessing, at the model's resolution"
     quantisation: str = "generated and real images quantised to uint8, as saved PNGs"
-    segmentation_resolution: str = "the model's resolution, labels nearest-resized"
+    segmentation_resolution: str = "the model's resolution, labels nearest-resized"  # spade-*: "generated"|"native"
     seed: int = 0
     kid_subset_size: int = 1000  # capped at half the set, so that subsets differ
 
 
 def _standard(dataset: str, segmenter: str) -> Protocol:
     return Protocol(f"spade-{dataset.replace('_stuff', '')}-v1", "fid", dataset, None, 1, "fid-inception-v3",
-                    "pytorch-fid", f"{segmenter} (not ported yet: mIoU and pixel accuracy unavailable)")
+                    "pytorch-fid", segmenter, segmentation_resolution="generated")
 
 
 PROTOCOLS = {p.name: p for p in (
@@ -57,9 +63,16 @@ PROTOCOLS = {p.name: p for p in (
              real_set="the first validation scenes, rendered at the model's resolution",
              quantisation="generated images quantised to uint8; real scenes are rendered as uint8",
              kid_subset_size=100),
-    _standard("cityscapes", "drn-d-105"),
-    _standard("ade20k", "upernet-r101"),
-    _standard("coco_stuff", "deeplabv2-r101"),
+    _standard("cityscapes", "drn-d-105 (fyu/drn DRNSeg, drn-d-105_ms_cityscapes.pth), single scale, 19 trainIds "
+                            "(labelIds through the standard table, others ignored); mIoU over the classes in the "
+                            "labels or the predictions (segment.py, = cityscapesscripts)"),
+    _standard("ade20k", "upernet-r101 (mit-semseg UPerNet ResNet-101, ade20k-resnet101-upernet/{encoder,decoder}_"
+                        "epoch_50.pth), PIL-bilinear to short sides 300, 375, 450, 525, 600 (multiples of 32), "
+                        "probabilities averaged, 150 classes (raw 0 ignored); mIoU over all 150, I / (U + 1e-10) "
+                        "(mit-semseg)"),
+    _standard("coco_stuff", "deeplabv2-r101 (kazuto1011/deeplab-pytorch MSC, deeplabv2_resnet101_msc-cocostuff164k-"
+                            "100000.pth), 182 ids (255 ignored); mIoU over the classes present in the labels "
+                            "(libs/utils/metric.py)"),
     Protocol("cimle-diversity-v1", "diversity", "any", real_images=None, samples_per_layout=10,
              diversity_layouts=100, feature_network="lpips-v0.1-alex", resize="none (the model's resolution)",
              segmenter="none", real_set="the first validation layouts (no real images are used)"),
@@ -83,7 +96,8 @@ def check_dataset(protocol: Protocol, dataset: str) -> None:
 
 
 def missing_requirements(protocol: Protocol, dataset: str, data_root: str | None, weights: bool = True) -> list[str]:
-    """What a protocol needs and cannot find (dataset; weight files unless `weights` is False), by name."""
+    """What a protocol needs and cannot find (dataset; weight files unless `weights` is False), by name. A
+    standard protocol's segmenter file is not among them: without it FID/KID still run and the results name it."""
     from synth.pretrained import files, inception, lpips
     missing = []
     if dataset != "scenes" and (not data_root or not os.path.isdir(data_root)):
