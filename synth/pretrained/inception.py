@@ -50,6 +50,7 @@ import numpy as np
 from flax import traverse_util
 from PIL import Image
 
+from synth.convert import state_dict
 from synth.layers.conv import conv_general_dilated
 from synth.layers.resample import avg_pool_exclude_pad, bilinear_resize
 from synth.pretrained import files
@@ -278,32 +279,9 @@ def variables_from_state_dict(sd: dict[str, np.ndarray]) -> dict:
     `fc` layer and `num_batches_tracked` counters are ignored; any other missing or unexpected key, or a shape
     that does not match the network, raises ValueError naming the key.
     """
-    used = {k for k in sd if not (k.startswith(_IGNORED_PREFIXES) or k.endswith(_IGNORED_SUFFIXES))}
-    flat = {}
-    missing = []
-    for path, shape in _variable_shapes().items():
-        key = torch_key(path)
-        if key not in sd:
-            missing.append(key)
-            continue
-        value = np.asarray(sd[key], np.float32)
-        if path[-1] == "kernel":
-            expected_torch = (shape[3], shape[2], shape[0], shape[1])
-            if value.shape != expected_torch:
-                raise ValueError(f"{key}: shape {value.shape}, expected {expected_torch} (OIHW)")
-            value = value.transpose(2, 3, 1, 0)
-        elif value.shape != shape:
-            raise ValueError(f"{key}: shape {value.shape}, expected {shape}")
-        flat[path] = value
-        used.discard(key)
-    if missing:
-        raise ValueError(f"state dict lacks {len(missing)} FID InceptionV3 key(s): {', '.join(missing[:8])}"
-                         + (", ..." if len(missing) > 8 else ""))
-    if used:
-        extra = sorted(used)
-        raise ValueError(f"unexpected key(s) in the FID InceptionV3 state dict: {', '.join(extra[:8])}"
-                         + (", ..." if len(extra) > 8 else ""))
-    return traverse_util.unflatten_dict(flat)
+    kept = {k: v for k, v in sd.items() if not k.startswith(_IGNORED_PREFIXES)}
+    return state_dict.variables_from_state_dict(kept, _variable_shapes(), torch_key, network="FID InceptionV3",
+                                                ignored_suffixes=_IGNORED_SUFFIXES)
 
 
 def convert_file(path: str | os.PathLike) -> dict:

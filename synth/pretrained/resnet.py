@@ -17,7 +17,7 @@ stage's first block). They differ in three details, which are fields here rather
 Layout is NHWC, float32. Each conv+BN is a `ConvBN` with parameters `conv/kernel` (HWIO), `bn/scale`, `bn/bias`
 and statistics `batch_stats/.../bn/mean`, `bn/var`; a `Bottleneck` names its three `conv1`, `conv2`, `conv3` and
 its projection `downsample`; a `Stage` names its blocks `block0`, `block1`, ... Each segmenter's converter maps its
-own state-dict keys onto these names with `variables_from_state_dict`, which is strict: every variable must be in
+own state-dict keys onto these names with `variables_from_state_dict` (`synth.convert.state_dict`), which is strict: every variable must be in
 the file with the right shape and every key of the file must be used, apart from the keys the caller declares
 ignorable (BatchNorm's `num_batches_tracked`, mit-semseg's SyncBN buffers).
 
@@ -28,14 +28,13 @@ width 128 after a 256-channel stage, 1,219,584; 23 blocks of width 256, 26,090,4
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from synth.convert.state_dict import BN_IGNORED_SUFFIXES, oihw_to_hwio, variables_from_state_dict
 from synth.layers.conv import conv_general_dilated
 from synth.pretrained import files
 
@@ -147,7 +146,6 @@ def stage_param_count(blocks: int, width: int, in_channels: int, stride_on: str 
 # (collection, layer, leaf) -> the torch name of a ConvBN's tensors.
 _BN_NAMES = {("params", "scale"): "weight", ("params", "bias"): "bias", ("batch_stats", "mean"): "running_mean",
              ("batch_stats", "var"): "running_var"}
-BN_IGNORED_SUFFIXES = (".num_batches_tracked",)
 
 
 def bn_leaf(collection: str, leaf: str) -> str:
@@ -159,53 +157,6 @@ def variable_shapes(module: nn.Module, input_shape: tuple[int, ...]) -> dict[tup
     x = jax.ShapeDtypeStruct(input_shape, jnp.float32)
     shapes = jax.eval_shape(module.init, jax.random.key(0), x)
     return {k: v.shape for k, v in traverse_util.flatten_dict(files._as_dict(shapes)).items()}
-
-
-def oihw_to_hwio(w: np.ndarray) -> np.ndarray:
-    return np.transpose(w, (2, 3, 1, 0))
-
-
-def variables_from_state_dict(sd: dict[str, np.ndarray], shapes: dict[tuple[str, ...], tuple[int, ...]],
-                              torch_key: Callable[[tuple[str, ...]], str], *, network: str,
-                              ignored_suffixes: Iterable[str] = BN_IGNORED_SUFFIXES,
-                              transforms: dict[tuple[str, ...], Callable[[np.ndarray], np.ndarray]] | None = None
-                              ) -> dict:
-    """A torch state dict -> variables of the given shapes, strictly.
-
-    `torch_key(path)` names the tensor of each variable. A 4-d `kernel` goes from OIHW to HWIO unless
-    `transforms[path]` says otherwise (it then maps the torch tensor to ours); other tensors keep their shape.
-    Missing keys, keys nobody uses (other than those ending in `ignored_suffixes`) and wrong shapes raise
-    ValueError naming the keys and `network`.
-    """
-    transforms = transforms or {}
-    ignored = tuple(ignored_suffixes)
-    unused = {k for k in sd if not k.endswith(ignored)}
-    flat, missing = {}, []
-    for path, shape in shapes.items():
-        key = torch_key(path)
-        if key not in sd:
-            missing.append(key)
-            continue
-        value = np.asarray(sd[key], np.float32)
-        if path in transforms:
-            value = transforms[path](value)
-        elif path[-1] == "kernel" and len(shape) == 4:
-            expected = (shape[3], shape[2], shape[0], shape[1])
-            if value.shape != expected:
-                raise ValueError(f"{network}: {key} has shape {value.shape}, expected {expected} (OIHW)")
-            value = oihw_to_hwio(value)
-        if value.shape != tuple(shape):
-            raise ValueError(f"{network}: {key} has shape {value.shape}, expected {tuple(shape)}")
-        flat[path] = np.ascontiguousarray(value)
-        unused.discard(key)
-    if missing:
-        raise ValueError(f"{network}: the state dict lacks {len(missing)} key(s): {', '.join(missing[:8])}"
-                         + (", ..." if len(missing) > 8 else ""))
-    if unused:
-        extra = sorted(unused)
-        raise ValueError(f"{network}: unexpected key(s) in the state dict: {', '.join(extra[:8])}"
-                         + (", ..." if len(extra) > 8 else ""))
-    return traverse_util.unflatten_dict(flat)
 
 
 def random_variables(shapes: dict[tuple[str, ...], tuple[int, ...]], rng: jax.Array,
