@@ -15,20 +15,13 @@ from flax import traverse_util
 from PIL import Image
 
 from synth import evaluation, generate
-from synth.evaluation import data, fid_v1, segmentation
+from synth.evaluation import data, segmentation
 from synth.pretrained import drn, files, inception
 
-from test_evaluate_standard import H, VAL, W, _config, _write, cityscapes_root  # noqa: F401
+from test_evaluate_standard import (H, VAL, W, _config, _write, cityscapes_root,  # noqa: F401
+                                    small_chunks_and_a_cache)
 
 FIXTURE_IGNORED = 4  # label[0, :4] = 0 ("unlabeled") in every fixture label: not a trainId
-
-
-@pytest.fixture(scope="module", autouse=True)
-def small_chunks_and_a_cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(fid_v1, "BATCH", 4)
-        mp.setenv("SYNTH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-        yield
 
 
 def _random_like(shapes, seed):
