@@ -189,9 +189,9 @@ def train_dataset(source: Source, pp: Preprocess, global_batch: int, *, seed: in
                            f"a global batch of {global_batch}.")
     stream_seed = int(seed) * 1_000_003  # (the one-process stream of earlier versions, unchanged)
 
-    def global_position(local_position):  # this host's slice of each global batch
-        step, row = divmod(int(local_position), local_batch)
-        return np.int64(step * global_batch + process_index * local_batch + row)
+    def global_position(local_position):  # this host's slice of each global batch (TF integer ops, no Python)
+        step, row = local_position // local_batch, local_position % local_batch
+        return step * global_batch + process_index * local_batch + row
 
     def index_at(position):
         return np.int64(train_order(stream_seed, source.num_examples, position))
@@ -199,7 +199,7 @@ def train_dataset(source: Source, pp: Preprocess, global_batch: int, *, seed: in
     slot = _ErrorSlot()
     # A range, not a Python generator: endless generators keep TF from shutting down cleanly.
     ds = tf.data.Dataset.range(start_step * local_batch, np.iinfo(np.int64).max)
-    ds = ds.map(lambda q: tf.numpy_function(global_position, [q], tf.int64, stateful=False))
+    ds = ds.map(global_position)
     ds = ds.map(lambda p: (p, tf.numpy_function(index_at, [p], tf.int64, stateful=False)))
     load = _loader(source, slot, with_image=True)
 
