@@ -124,9 +124,7 @@ def _serve_rendezvous(port: int, num_processes: int, deadline: float) -> None:
                              "every process of a job must be given the same count.")
                 elif i in joined:
                     error = f"Two processes were started with --process_id {i}; each needs its own id."
-                joined.setdefault(i, conn)
-                if error:
-                    joined[-1 - len(joined)] = conn  # answer it too
+                joined[i if error is None else -1 - len(joined)] = conn  # a refused one is answered too
         finally:
             reply = {"ok": True} if error is None else {"error": error}
             for conn in joined.values():

@@ -157,13 +157,11 @@ def test_a_damaged_file_is_named(tmp_path, folder, name, damage):
     assert os.path.basename(path) in str(e.value), str(e.value)
 
 
-@pytest.mark.parametrize("damage", list(LABEL_DAMAGE))
-def test_the_label_validator_reports_a_damaged_label(tmp_path, damage):
+@pytest.mark.parametrize("damage", [d for d in LABEL_DAMAGE if d != "wrong-size"])  # alone, a label has no size
+def test_the_label_validator_reports_a_damaged_label(tmp_path, damage):                # to disagree with
     root = _dataset(tmp_path, instances=False)
     path = str(root / "labels" / "ex1.png")
     LABEL_DAMAGE[damage](path)
-    if damage == "wrong-size":  # a label alone has no size to disagree with
-        return
     paths = sorted(str(p) for p in (root / "labels").iterdir())
     report = labels_lib.validate(paths, labels_lib.custom(CLASSES))
     assert not report.ok
