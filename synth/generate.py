@@ -207,3 +207,103 @@ def generate(model: Model | str, label_map, *, instance=None, rng=None, use_ema:
     if images.shape[1:3] != size:
         images = bilinear_resize(images, size)
     return np.asarray(jnp.round((jnp.clip(images, -1, 1) + 1) * 127.5)).astype(np.uint8)
+
+
+# -- per-class codes: SEAN's per-region styles, SMIS's per-class latents (`System.code_control`)
+
+
+def _code_system(model: Model) -> models.System:
+    if model.system.code_control is None:
+        raise ValueError(f"A {model.config.model.name} model has no per-class codes (SEAN's styles and SMIS's "
+                         "latents are per class).")
+    return model.system
+
+
+def _as_images(image, n: int, size: tuple[int, int]) -> jnp.ndarray:
+    """Style images (a path, uint8 [H, W, 3] or [B, H, W, 3]) -> float [n, *size, 3] in [-1, 1]."""
+    if isinstance(image, (str, os.PathLike)):
+        from data_pipelines.decode import read_image
+
+        image = read_image(os.fspath(image))
+    image = np.asarray(image)
+    if image.ndim == 3:
+        image = image[None]
+    if image.ndim != 4 or image.shape[-1] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be uint8 [H, W, 3] or [B, H, W, 3] (or an image file), got "
+                         f"{image.dtype}{list(image.shape)}.")
+    if image.shape[0] != n:
+        raise ValueError(f"{image.shape[0]} image(s) for {n} layout(s): give one style image per layout.")
+    x = jnp.asarray(image, jnp.float32) / 127.5 - 1.0
+    return bilinear_resize(x, size) if image.shape[1:3] != size else x
+
+
+def style_codes(model: Model | str, image, layout, *, instance=None, use_ema: bool = True) -> np.ndarray:
+    """The per-class codes [B, semantic_nc, ...] of style images with their layouts (each image's own label map):
+    SEAN's per-region style matrix, SMIS's encoder means. A class absent from a layout gets the system's empty code
+    (SEAN: zeros). Render with `generate(model, layout, **{model.system.code_control: codes})`; combine with
+    `mix_codes` and `interpolate_codes`. Images and layouts of another size are resized to the model's."""
+    model = load(model) if isinstance(model, str) else model
+    system = _code_system(model)
+    ids = _as_ids(layout, model.spec)
+    inst = ids if instance is None else _as_instances(instance, ids)
+    size = (model.height, model.width)
+    batch = {k: nearest_resize(jnp.asarray(v, jnp.int32)[..., None], size)[..., 0]
+             for k, v in {"label": ids, "instance": inst}.items()}
+    images = _as_images(image, ids.shape[0], size)
+    return np.asarray(system.encode_codes(system.inference_variables(model.state, use_ema), images, batch))
+
+
+def _class_mask(codes, classes, semantic_nc: int) -> np.ndarray:
+    classes = np.atleast_1d(np.asarray(classes))
+    if classes.dtype.kind not in "iu" or classes.size == 0:
+        raise ValueError(f"classes must be one or more class ids, got {classes.tolist()}.")
+    bad = classes[(classes < 0) | (classes >= semantic_nc)]
+    if bad.size:
+        raise ValueError(f"class id(s) {sorted(set(bad.tolist()))} outside 0..{semantic_nc - 1}.")
+    mask = np.zeros(semantic_nc, bool)
+    mask[classes] = True
+    return mask.reshape((1, semantic_nc) + (1,) * (np.ndim(codes) - 2))
+
+
+def mix_codes(base, other, classes) -> np.ndarray:
+    """`base` codes with the named classes' codes taken from `other` (per-region style transfer); both
+    [B, semantic_nc, ...] (a single code set [1, ...] broadcasts)."""
+    base, other = np.asarray(base), np.asarray(other)
+    if base.ndim < 2 or base.shape[1:] != other.shape[1:]:
+        raise ValueError(f"codes to mix must agree past the batch axis, got {list(base.shape)} and "
+                         f"{list(other.shape)}.")
+    return np.where(_class_mask(base, classes, base.shape[1]), other, base)
+
+
+def interpolate_codes(a, b, steps: int) -> np.ndarray:
+    """[steps, ...] codes on the segment from `a` to `b` (one code set each, [semantic_nc, ...] or [1, ...])."""
+    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    a, b = (a[0], b[0]) if a.ndim == b.ndim and a.shape[0] == 1 and a.ndim > 2 else (a, b)
+    if a.shape != b.shape:
+        raise ValueError(f"codes to interpolate differ in shape: {list(a.shape)} and {list(b.shape)}.")
+    if int(steps) < 2:
+        raise ValueError(f"steps must be >= 2, got {steps}.")
+    return np.asarray(imle.interpolate_codes(jnp.asarray(a), jnp.asarray(b), int(steps)))
+
+
+def resample_classes(model: Model | str, layout, classes, key, *, n: int = 2, codes=None, instance=None,
+                     use_ema: bool = True) -> np.ndarray:
+    """uint8 [n, H, W, 3]: n images of one layout that differ only in the named classes' codes, each drawn afresh
+    from the prior (SMIS's `--test_mask`); every other class keeps `codes` ([1, semantic_nc, ...], e.g. from
+    `style_codes`) or, without them, one draw from `key`."""
+    model = load(model) if isinstance(model, str) else model
+    system = _code_system(model)
+    ids = _as_ids(layout, model.spec)
+    if ids.shape[0] != 1:
+        raise ValueError(f"resample_classes() takes one layout, got {ids.shape[0]}.")
+    if int(n) < 1:
+        raise ValueError(f"n must be >= 1, got {n}.")
+    k_base, k_new, k_rest = jax.random.split(key, 3)
+    fresh = np.asarray(system.draw_codes(k_new, int(n)))
+    base = np.asarray(system.draw_codes(k_base, 1) if codes is None else codes)
+    if base.shape[1:] != fresh.shape[1:] or base.shape[0] != 1:
+        raise ValueError(f"codes must be one code set {[1, *fresh.shape[1:]]}, got {list(base.shape)}.")
+    mixed = mix_codes(np.broadcast_to(base, fresh.shape), fresh, classes)
+    inst = None if instance is None else np.repeat(_as_instances(instance, ids), n, 0)
+    return generate(model, np.repeat(ids, n, 0), instance=inst, rng=k_rest, use_ema=use_ema,
+                    **{system.code_control: jnp.asarray(mixed)})

@@ -140,6 +140,24 @@ class System(abc.ABC):
 
     static_controls: ClassVar[tuple[str, ...]] = ()
 
+    # -- per-class appearance codes (SEAN's per-region style matrix, SMIS's per-class latents)
+
+    # The `sample` control that takes per-class codes, for systems that have them; None for the others. Codes
+    # put the class axis second: [B, semantic_nc, ...] (the rest is the system's own: SEAN's 512-d vector, SMIS's
+    # spatial 8-channel code), so `synth.generate` can mix, resample and interpolate them by class.
+    code_control: ClassVar[str | None] = None
+
+    def encode_codes(self, variables: dict, image: jnp.ndarray, batch: dict) -> jnp.ndarray:
+        """Per-class codes [B, semantic_nc, ...] of images [B, H, W, 3] in [-1, 1] with their layouts (`batch`:
+        label, instance): the system's style encoder, deterministic (a VAE's mean)."""
+        raise TypeError(f"A {self.config.model.name} model has no per-class codes to encode.")
+
+    def draw_codes(self, key: jax.Array, batch_size: int) -> jnp.ndarray:
+        """Per-class codes [batch_size, semantic_nc, ...] drawn from the system's prior."""
+        raise TypeError(f"A {self.config.model.name} model has no prior over per-class codes to draw from"
+                        + (f"; take them from an image (synth.generate.style_codes)" if self.code_control else "")
+                        + ".")
+
     def check_controls(self, controls: dict) -> None:
         unknown = sorted(set(controls) - set(self.controls))
         if unknown:
