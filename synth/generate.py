@@ -307,3 +307,27 @@ def resample_classes(model: Model | str, layout, classes, key, *, n: int = 2, co
     inst = None if instance is None else np.repeat(_as_instances(instance, ids), n, 0)
     return generate(model, np.repeat(ids, n, 0), instance=inst, rng=k_rest, use_ema=use_ema,
                     **{system.code_control: jnp.asarray(mixed)})
+
+
+# -- a VAE's style code from an image (SPADE with `use_vae`: the encoder trained with G)
+
+
+def encode_style(model: Model | str, image) -> np.ndarray:
+    """Style codes z [B, z_dim] (float32) of style images for models with a VAE encoder: the encoder's mean, so one
+    image always gives one code. `image`: a path, uint8 [H, W, 3] or [B, H, W, 3], resized (bilinear) to the model's
+    size as in training. Render with `generate(model, layouts, z=z)` (B layouts, or repeat one code)."""
+    model = load(model) if isinstance(model, str) else model
+    if "z" not in model.system.controls or "e" not in model.state:
+        raise ValueError(f"A {model.config.model.name} model with these settings has no style encoder (only SPADE "
+                         "with use_vae encodes a style image).")
+    n = np.shape(image)[0] if not isinstance(image, (str, os.PathLike)) and np.ndim(image) == 4 else 1
+    images = _as_images(image, n, (model.height, model.width))
+    return np.asarray(_encoder_mean(model.system.networks["e"], model.state["e"], images), np.float32)
+
+
+def _encoder_mean(encoder, variables: dict, images: jnp.ndarray) -> jnp.ndarray:
+    (mu, _), _ = models.base.apply(encoder, variables, images, train=False)
+    return mu
+
+
+_encoder_mean = jax.jit(_encoder_mean, static_argnums=0)  # compiled once per encoder and batch size
