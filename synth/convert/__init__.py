@@ -39,7 +39,14 @@ def _pix2pixhd(system, path: str) -> dict:
     return out
 
 
-OFFICIAL = {"spade": _spade, "ccfpse": _ccfpse, "crn": _cimle, "pix2pixhd": _pix2pixhd}
+def _sean(system, path: str) -> dict:
+    """`latest_net_G.pth` (the generator with its style encoder)."""
+    from synth.convert import sean_torch
+    return {"g": sean_torch.generator_variables(sean_torch.load_pth(path), system.config.model, system.height,
+                                                system.width)}
+
+
+OFFICIAL = {"spade": _spade, "ccfpse": _ccfpse, "crn": _cimle, "pix2pixhd": _pix2pixhd, "sean": _sean}
 
 
 def official_variables(system, path: str) -> dict:

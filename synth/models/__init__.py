@@ -11,6 +11,7 @@ from synth.models.discriminators import Judgement, MultiscaleDiscriminator, NLay
 from synth.models.encoder import ConvEncoder
 from synth.models.fpse import FPSEDiscriminator
 from synth.models.pix2pixhd import Pix2PixHDSystem
+from synth.models.sean import SEANGenerator, SEANSystem
 from synth.models.spade import SPADEGenerator, SPADEResnetBlock, SPADESystem, latent_size
 
 SYSTEMS: dict[str, type[System]] = {
@@ -18,6 +19,7 @@ SYSTEMS: dict[str, type[System]] = {
     "ccfpse": CCFPSESystem,
     "crn": CIMLESystem,  # conditional IMLE: the CRN cascade with its noise encoder
     "pix2pixhd": Pix2PixHDSystem,
+    "sean": SEANSystem,
 }
 
 
@@ -45,5 +47,5 @@ def networks(model_config, height: int, width: int) -> dict:
 
 __all__ = ["SYSTEMS", "CCFPSEGenerator", "CCFPSESystem", "CIMLESystem", "CRNGenerator", "ConvEncoder",
            "FPSEDiscriminator", "GANSystem", "IMLESystem", "Judgement", "MultiscaleDiscriminator",
-           "NLayerDiscriminator", "Pix2PixHDSystem", "SPADEGenerator", "SPADEResnetBlock", "SPADESystem", "System", "build",
+           "NLayerDiscriminator", "Pix2PixHDSystem", "SEANGenerator", "SEANSystem", "SPADEGenerator", "SPADEResnetBlock", "SPADESystem", "System", "build",
            "latent_size", "networks", "system_class"]
