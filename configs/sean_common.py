@@ -10,10 +10,10 @@ for `niter` 50 epochs then linear decay to zero over `niter_decay` 50, and D upd
 forward.
 
 Named options beyond the official settings:
-* `model.per_class_layers = "data"` sizes the per-class layers to the layout's channel count (the official 19 can
-  only run on data with fewer than 20 channels: its forward fails on a class id >= 19). At ngf 64 and 256x256,
-  netG = 266,907,367 + 29,952 (s - 19) + 3,939,840 (n - 19), netD = 1,364,098 + 2,048 (s - 19) for s layout
-  channels and n per-class layers (`shared/spec/parity.md`).
+* `model.per_class_layers`: "official" (19, the default), "data" (one per layout channel) or a number (as a
+  string). The official 19 can only run on data with fewer than 20 layout channels: its forward fails on a class
+  id >= 19. At ngf 64 and 256x256, netG = 266,907,367 + 29,952 (s - 19) + 3,939,840 (n - 19) and
+  netD = 1,364,098 + 2,048 (s - 19) for s layout channels and n per-class layers (`shared/spec/parity.md`).
 * `model.style_dim` (512 official) narrows the style codes; the CPU scenes config uses it.
 
 Deviations, named: the learning rate decays per step, not per epoch (as every synth config); `up_4` (built by
@@ -27,7 +27,7 @@ import ml_collections as mlc
 def sean_model(**overrides) -> mlc.ConfigDict:
     """Every field the SEAN system reads, at the official defaults."""
     m = mlc.ConfigDict(dict(
-        name="sean", ngf=64, ndf=64, num_upsampling_layers="normal", style_dim=512, per_class_layers=19,
+        name="sean", ngf=64, ndf=64, num_upsampling_layers="normal", style_dim=512, per_class_layers="official",
         spectral_g=True, spade_hidden=128, num_D=2, n_layers_D=3, spectral_d=True, norm_d="instance",
         legacy_d_strides=True))
     m.update(overrides)

@@ -298,8 +298,26 @@ def custom(num_classes: int, *, ignore_id: int = DEFAULT_IGNORE_ID, class_names:
     return ClassTable("custom", names, cols, raw, ignore_id=ignore_id, contain_dontcare=contain_dontcare)
 
 
+# CelebAMask-HQ's 19 face classes in the id order of its `g_mask.py` (SEAN's label PNGs), with the colours of its
+# `v_mask.py` (the same as SEAN's UI).
+CELEBAMASK_HQ_CLASSES = ("background", "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear", "r_ear",
+                         "mouth", "u_lip", "l_lip", "hair", "hat", "ear_r", "neck_l", "neck", "cloth")
+CELEBAMASK_HQ_COLOURS = ((0, 0, 0), (204, 0, 0), (76, 153, 0), (204, 204, 0), (51, 51, 255), (204, 0, 204),
+                         (0, 255, 255), (51, 255, 255), (102, 51, 0), (255, 0, 0), (102, 204, 0), (255, 255, 0),
+                         (0, 0, 153), (0, 0, 204), (255, 51, 153), (0, 204, 204), (0, 51, 0), (255, 153, 51),
+                         (0, 204, 0))
+
+
+@functools.lru_cache(maxsize=None)
+def celebamask_hq() -> ClassTable:
+    """CelebAMask-HQ (as SEAN trains on it): ids 0..18 as stored, no don't-care value."""
+    table = custom(len(CELEBAMASK_HQ_CLASSES), class_names=CELEBAMASK_HQ_CLASSES,
+                   colours=np.asarray(CELEBAMASK_HQ_COLOURS, np.uint8))
+    return dataclasses.replace(table, name="celebamask_hq")
+
+
 TABLES = {"cityscapes": cityscapes, "cityscapes_train_ids": cityscapes_train_ids, "gta5": gta5,
-          "ade20k": ade20k, "coco_stuff": coco_stuff, "scenes": scenes}
+          "ade20k": ade20k, "coco_stuff": coco_stuff, "scenes": scenes, "celebamask_hq": celebamask_hq}
 
 
 def get_table(name: str) -> ClassTable:

@@ -59,6 +59,9 @@ PRESETS = {
                  preprocess=Preprocess("fixed", 512, 512, 2.0)),
     "custom": dict(table=None, use_instance=False, preprocess=Preprocess("resize_and_crop", 286, 256)),
     "scenes": dict(table="scenes", use_instance=True, preprocess=Preprocess("none", 64, 64, 1.0)),
+    # SEAN's CelebAMask-HQ (sources/celebamask_hq.py): its `custom` mode, 19 classes, no instance maps
+    "celebamask_hq": dict(table="celebamask_hq", use_instance=False,
+                          preprocess=Preprocess("resize_and_crop", 286, 256)),
 }
 
 
@@ -203,6 +206,9 @@ def get_source(data, split: str) -> Source:
     elif data.name == "coco_stuff":
         from data_pipelines.sources import coco_stuff
         examples = coco_stuff.list_examples(root, split, with_instances=spec.use_instance)
+    elif data.name == "celebamask_hq":
+        from data_pipelines.sources import celebamask_hq
+        examples = celebamask_hq.list_examples(root, split)
     else:
         from data_pipelines.sources import folders
         examples = folders.list_examples(root, split, with_instances=spec.use_instance)

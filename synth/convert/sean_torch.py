@@ -118,10 +118,8 @@ def generator_variables(state_dict: Mapping[str, Any], model_config, height: int
 
 def discriminator_variables(state_dict: Mapping[str, Any], model_config, height: int, width: int) -> dict:
     """Official SEAN netD (SPADE's multiscale D, 3 layers) -> {"params", "spectral"} of ours."""
-    m = model_config.copy_and_resolve_references() if hasattr(model_config, "copy_and_resolve_references") \
-        else model_config
-    if m.get("per_class_layers") == "data":  # D does not depend on it; any integer builds the networks
-        m.per_class_layers = 1
+    m = model_config.copy_and_resolve_references()
+    m.per_class_layers = "official"  # D does not depend on it; "data" would need the class count to build G
     return spade_torch.discriminator_variables(state_dict, m, height, width)
 
 

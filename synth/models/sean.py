@@ -15,7 +15,7 @@ Every block is SPADE's residual block with its three SPADE layers replaced by AC
 blending scalars exist (kept, so parameter counts equal the official; they get no gradient).
 
 Official details kept: 19 per-class `fc_mu` layers in every styled ACE whatever the class count
-(`model.per_class_layers = 19`; `"data"` sizes them to semantic_nc, a named option), the hard-coded style length
+(`model.per_class_layers = "official"`; `"data"` sizes them to semantic_nc, a named option), the hard-coded style length
 512 (`model.style_dim`), the Zencoder's fixed widths, spectral norm on the blocks' convs only, xavier(0.02)
 init with zero biases, noise drawn in every forward (training and test: from the key given to `generate` and
 `sample`; without a key none is added, which is the noise of a zero `noise_var`). A class absent from a layout
@@ -232,9 +232,24 @@ class SEANGenerator(nn.Module):
         return self.render(seg, self.encode(image, seg), train=train, bn_stats=bn_stats)
 
 
-def per_class_layers_of(model_config, semantic_nc: int) -> int:
-    n = model_config.get("per_class_layers", OFFICIAL_PER_CLASS_LAYERS)
-    return semantic_nc if n == "data" else int(n)
+PER_CLASS_LAYERS = ("official", "data")  # or a number as a string ("24")
+
+
+def per_class_layers_of(model_config, semantic_nc: int | None) -> int:
+    """The number of per-class style layers of `model.per_class_layers`: "official" (19), "data" (one per layout
+    channel: semantic_nc) or a number."""
+    n = str(model_config.get("per_class_layers", "official"))
+    if n == "official":
+        return OFFICIAL_PER_CLASS_LAYERS
+    if n == "data":
+        if semantic_nc is None:
+            raise ValueError("config.model.per_class_layers = 'data' needs the data's class count: build the system "
+                             "(synth.models.build) or pass per_class_layers.")
+        return int(semantic_nc)
+    if not n.isdigit() or int(n) < 1:
+        raise ValueError(f"config.model.per_class_layers must be one of {PER_CLASS_LAYERS} or a positive number, "
+                         f"got {n!r}.")
+    return int(n)
 
 
 BN_STATS = ("running", "batch")
@@ -253,8 +268,9 @@ class SEANSystem(GANSystem):
         **{f"model.{f}": cc.BOOLEAN for f in ("spectral_g", "spectral_d", "legacy_d_strides")},
         "model.num_upsampling_layers": cc.one_of(*NUM_UPSAMPLING),
         "model.norm_d": cc.one_of("instance", "none"),
-        "model.per_class_layers": cc.Rule(lambda v: v == "data" or (isinstance(v, int) and v >= 1),
-                                          "'data' or an integer >= 1"),
+        "model.per_class_layers": cc.Rule(lambda v: v in PER_CLASS_LAYERS or (isinstance(v, str) and v.isdigit()
+                                                                              and int(v) >= 1),
+                                          "'official' (19), 'data' or a positive number as a string"),
     }
 
     @classmethod
@@ -286,10 +302,7 @@ class SEANSystem(GANSystem):
         """G (with its style encoder) and D; `per_class_layers` defaults to the config's number (the data's class
         count, for per_class_layers='data', is known to the system only)."""
         if per_class_layers is None:
-            per_class_layers = m.get("per_class_layers", OFFICIAL_PER_CLASS_LAYERS)
-            if per_class_layers == "data":
-                raise ValueError("config.model.per_class_layers = 'data' needs the data's class count: build the "
-                                 "system (synth.models.build) or pass per_class_layers.")
+            per_class_layers = per_class_layers_of(m, None)
         return {"g": cls.generator_network(m, height, width, int(per_class_layers)),
                 "d": MultiscaleDiscriminator(num_D=m.num_D, ndf=m.ndf, n_layers=m.n_layers_D, spectral=m.spectral_d,
                                              norm=m.norm_d, legacy_strides=m.legacy_d_strides)}
@@ -336,5 +349,5 @@ class SEANSystem(GANSystem):
                                     method=SEANGenerator.render)
 
 
-__all__ = ["ACE", "OFFICIAL_PER_CLASS_LAYERS", "SEANGenerator", "SEANResnetBlock", "SEANSystem", "Zencoder",
+__all__ = ["ACE", "OFFICIAL_PER_CLASS_LAYERS", "PER_CLASS_LAYERS", "SEANGenerator", "SEANResnetBlock", "SEANSystem", "Zencoder",
            "per_class_layers_of", "region_average", "style_weights"]
