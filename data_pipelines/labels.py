@@ -277,6 +277,20 @@ def coco_182_to_171() -> np.ndarray:
     return lut
 
 
+# --- DeepFashion in SMIS's layout ------------------------------------------------------------------------------
+
+# The 8 classes of SMIS's DeepFashion (CIHP_PGN parsings regrouped; paper appendix B and Seanseattle/SMIS#4/#7).
+# The official files carry no names; the order is the paper's listing, unverified against the label values.
+DEEPFASHION_CLASSES = ("hair", "face", "skin", "top-clothes", "bottom-clothes", "socks", "shoes", "background")
+
+
+@functools.lru_cache(maxsize=None)
+def deepfashion() -> ClassTable:
+    """Values 0..7 are the classes; 255 is don't-care (all-zero one-hot: SMIS has no dontcare channel)."""
+    raw = _lut(256, [(v, v) for v in range(8)] + [(255, DEFAULT_IGNORE_ID)])
+    return ClassTable("deepfashion", DEEPFASHION_CLASSES, bit_palette(8), raw)
+
+
 # --- Procedural scenes and custom folders --------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=None)
@@ -317,7 +331,8 @@ def celebamask_hq() -> ClassTable:
 
 
 TABLES = {"cityscapes": cityscapes, "cityscapes_train_ids": cityscapes_train_ids, "gta5": gta5,
-          "ade20k": ade20k, "coco_stuff": coco_stuff, "scenes": scenes, "celebamask_hq": celebamask_hq}
+          "ade20k": ade20k, "coco_stuff": coco_stuff, "scenes": scenes, "celebamask_hq": celebamask_hq,
+          "deepfashion": deepfashion}
 
 
 def get_table(name: str) -> ClassTable:

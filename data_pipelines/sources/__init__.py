@@ -62,6 +62,8 @@ PRESETS = {
     # SEAN's CelebAMask-HQ (sources/celebamask_hq.py): its `custom` mode, 19 classes, no instance maps
     "celebamask_hq": dict(table="celebamask_hq", use_instance=False,
                           preprocess=Preprocess("resize_and_crop", 286, 256)),
+    # SMIS's DeepFashion (sources/deepfashion.py): `resize_and_crop` with load = crop = 256, no instance maps
+    "deepfashion": dict(table="deepfashion", use_instance=False, preprocess=Preprocess("resize_and_crop", 256, 256)),
 }
 
 
@@ -203,6 +205,9 @@ def get_source(data, split: str) -> Source:
     elif data.name == "gta5":
         from data_pipelines.sources import gta5
         examples = gta5.list_examples(root, split)
+    elif data.name == "deepfashion":
+        from data_pipelines.sources import deepfashion
+        examples = deepfashion.list_examples(root, split)
     elif data.name == "coco_stuff":
         from data_pipelines.sources import coco_stuff
         examples = coco_stuff.list_examples(root, split, with_instances=spec.use_instance)

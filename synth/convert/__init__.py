@@ -46,7 +46,20 @@ def _sean(system, path: str) -> dict:
                                                 system.width)}
 
 
-OFFICIAL = {"spade": _spade, "ccfpse": _ccfpse, "crn": _cimle, "pix2pixhd": _pix2pixhd, "sean": _sean}
+def _smis(system, path: str) -> dict:
+    """`latest_net_G.pth`, and `latest_net_E.pth` beside it when there (the official test needs no encoder: z is
+    drawn from N(0, I); `synth.generate.style_codes` needs it)."""
+    from synth.convert import smis_torch as s
+    m, h, w, c = system.config.model, system.height, system.width, system.classes
+    out = {"g": s.generator_variables(s.load_pth(path), m, h, w, c)}
+    e_path = os.path.join(os.path.dirname(path), os.path.basename(path).replace("net_G", "net_E"))
+    if e_path != path and os.path.exists(e_path):
+        out["e"] = s.encoder_variables(s.load_pth(e_path), m, h, w, c)
+    return out
+
+
+OFFICIAL = {"spade": _spade, "ccfpse": _ccfpse, "crn": _cimle, "pix2pixhd": _pix2pixhd, "sean": _sean,
+            "smis": _smis}
 
 
 def official_variables(system, path: str) -> dict:

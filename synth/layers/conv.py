@@ -60,9 +60,9 @@ def spectral_sigma(module: nn.Module, kernel: jnp.ndarray, update_stats: bool) -
     return jnp.dot(to_kernel_order(jax.lax.stop_gradient(v_vec)) @ k2, jax.lax.stop_gradient(u_vec))
 
 
-def _conv(x, kernel, strides: int, padding: int):
+def _conv(x, kernel, strides: int, padding: int, groups: int = 1):
     return jax.lax.conv_general_dilated(x, kernel, (strides, strides), [(padding, padding)] * 2,
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
 
 
 ALGORITHMS = ("auto", "xla", "taps", "im2col", "winograd")
@@ -229,7 +229,10 @@ class Conv(nn.Module):
     """2-D convolution, NHWC, with torch's symmetric padding (default kernel_size // 2), zeros or reflected.
 
     `bias_init` "zeros" (the SPADE family's init) or "torch" (torch's default, uniform in 1/sqrt(fan_in): the
-    pix2pixHD family leaves biases at it)."""
+    pix2pixHD family leaves biases at it). `groups` > 1 is torch's grouped convolution (`groups=`): the kernel is
+    [k, k, in / groups, out], output channels [g * out / groups, (g + 1) * out / groups) read input group g, and
+    spectral norm takes one sigma of the whole kernel viewed as W[out, in / groups * k * k], as torch's does.
+    Grouped convolutions go to XLA's `feature_group_count` whatever `choose_algorithm` would pick."""
 
     features: int
     kernel_size: int = 3
@@ -240,11 +243,15 @@ class Conv(nn.Module):
     kernel_init: nn.initializers.Initializer = spade_init()
     bias_init: str = "zeros"
     padding_mode: str = "zeros"
+    groups: int = 1
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, update_stats: bool = False) -> jnp.ndarray:
-        k = self.kernel_size
-        kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features))
+        k, g = self.kernel_size, self.groups
+        if g < 1 or x.shape[-1] % g or self.features % g:
+            raise ValueError(f"{self.name}: {x.shape[-1]} input and {self.features} output channels must both be "
+                             f"divisible by groups={g}.")
+        kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1] // g, self.features))
         p = k // 2 if self.padding is None else self.padding
         if self.padding_mode == "reflect" and p:
             x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), mode="reflect")
@@ -261,13 +268,16 @@ class Conv(nn.Module):
             if kernel.size <= out_size:
                 kernel, sigma = kernel / sigma, None
         kernel = kernel.astype(x.dtype)
-        y = conv_stride1(x, kernel, p) if self.strides == 1 else _conv(x, kernel, self.strides, p)
+        if g > 1:
+            y = _conv(x, kernel, self.strides, p, g)
+        else:
+            y = conv_stride1(x, kernel, p) if self.strides == 1 else _conv(x, kernel, self.strides, p)
         if sigma is not None:
             y = y / sigma.astype(y.dtype)
         if self.use_bias:
             if self.bias_init not in BIAS_INITS:
                 raise ValueError(f"bias_init must be one of {BIAS_INITS}, got {self.bias_init!r}")
-            init = torch_bias_init(k * k * x.shape[-1]) if self.bias_init == "torch" else nn.initializers.zeros
+            init = torch_bias_init(k * k * x.shape[-1] // g) if self.bias_init == "torch" else nn.initializers.zeros
             y = y + self.param("bias", init, (self.features,)).astype(x.dtype)
         return y
 

@@ -11,6 +11,7 @@ from synth.models.discriminators import Judgement, MultiscaleDiscriminator, NLay
 from synth.models.encoder import ConvEncoder
 from synth.models.fpse import FPSEDiscriminator
 from synth.models.pix2pixhd import Pix2PixHDSystem
+from synth.models.smis import SMISSystem
 from synth.models.sean import SEANGenerator, SEANSystem
 from synth.models.spade import SPADEGenerator, SPADEResnetBlock, SPADESystem, latent_size
 
@@ -19,6 +20,7 @@ SYSTEMS: dict[str, type[System]] = {
     "ccfpse": CCFPSESystem,
     "crn": CIMLESystem,  # conditional IMLE: the CRN cascade with its noise encoder
     "pix2pixhd": Pix2PixHDSystem,
+    "smis": SMISSystem,  # SMIS / GroupDNet: class-wise codes, group-decreasing generator
     "sean": SEANSystem,
 }
 
