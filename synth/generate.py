@@ -317,6 +317,9 @@ def encode_style(model: Model | str, image) -> np.ndarray:
     image always gives one code. `image`: a path, uint8 [H, W, 3] or [B, H, W, 3], resized (bilinear) to the model's
     size as in training. Render with `generate(model, layouts, z=z)` (B layouts, or repeat one code)."""
     model = load(model) if isinstance(model, str) else model
+    if model.system.code_control is not None:
+        raise ValueError(f"A {model.config.model.name} model takes per-class codes: encode a style image with its "
+                         "layout by style_codes(model, image, layout).")
     if "z" not in model.system.controls or "e" not in model.state:
         raise ValueError(f"A {model.config.model.name} model with these settings has no style encoder (only SPADE "
                          "with use_vae encodes a style image).")
