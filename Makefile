@@ -23,6 +23,10 @@ demo: $(STAMP)
 # thread, and compilation is most of a cold run.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not parity" tests
+	@# The painter page's logic (synth/painter/static/painter.mjs) under node's own test runner.
+	@if command -v node >/dev/null; then node --test tests/js/; \
+	elif [ -n "$$CI" ]; then echo "node is missing: CI runs the painter's page tests (node --test tests/js/)"; exit 1; \
+	else echo "page tests not run: node is not installed (node --test tests/js/)"; fi
 	@if $(BIN)/python -c "import torch, torchvision" 2>/dev/null; then $(BIN)/python -m pytest -q -m parity tests; \
 	else echo "parity tests not run: torch is not installed (make parity installs it)"; fi
 
