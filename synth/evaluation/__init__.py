@@ -9,7 +9,7 @@ sample grids; per-chunk results are kept so that the same command resumes an int
 from __future__ import annotations
 
 from synth import generate
-from synth.evaluation import any_v1, diversity_v1, fid_v1, scenes_v1
+from synth.evaluation import any_v1, class_diversity_v1, diversity_v1, fid_v1, scenes_v1
 from synth.evaluation.protocols import (PROTOCOLS, OptionError, Protocol, ProtocolUnavailable, check_dataset, get,
                                         missing_requirements)
 
@@ -17,6 +17,7 @@ OPTIONS = {"scenes": ("real_images", "samples_per_layout", "diversity_layouts", 
             "fid": ("real_images", "resize", "segmentation_resolution", "data_root", "inception_weights",
                     "segmenter_weights"),
             "diversity": ("samples_per_layout", "diversity_layouts", "data_root", "lpips_weights"),
+            "class_diversity": ("samples_per_layout", "diversity_layouts", "data_root", "lpips_weights"),
             "any": ("real_images", "samples_per_layout", "diversity_layouts", "resize", "data_root",
                     "inception_weights", "lpips_weights")}
 
@@ -71,7 +72,7 @@ def run_model(model: generate.Model, protocol_name: str, out_dir: str, **options
     if missing:
         raise ProtocolUnavailable(f"protocol {protocol.name} cannot run here: " + "; ".join(missing))
     runner = {"scenes": scenes_v1.run, "fid": fid_v1.run, "diversity": diversity_v1.run,
-              "any": any_v1.run}[protocol.runner]
+              "class_diversity": class_diversity_v1.run, "any": any_v1.run}[protocol.runner]
     return runner(model, protocol, out_dir, **options)
 
 

@@ -49,3 +49,18 @@ def feature_distance(features_fn):
         return np.asarray(sum(jnp.mean(jnp.sum((_unit(fx[k]) - _unit(fy[k])) ** 2, -1), axis=(1, 2))
                               for k in layers) / len(layers))
     return distance
+
+
+def spatial_feature_distance(features_fn):
+    """The stand-in's per-pixel form (LPIPS `spatial=True`): each layer's map of squared unit-feature differences
+    bilinearly resized to the image, averaged over layers -> [N, H, W]."""
+    def distance(x, y):
+        x, y = jnp.asarray(x), jnp.asarray(y)
+        fx, fy = features_fn(x), features_fn(y)
+        layers = [k for k in fx if k.endswith("_2")]
+        size = x.shape[:3]
+        maps = [jax.image.resize(jnp.sum((_unit(fx[k]) - _unit(fy[k])) ** 2, -1), size, "bilinear",
+                                 antialias=False)
+                for k in layers]
+        return np.asarray(sum(maps) / len(layers))
+    return distance

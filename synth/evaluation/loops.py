@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 from synth import cache as cache_lib
-from synth import generate
+from synth import generate, models
 from synth.evaluation import data, report
 from synth.evaluation.chunks import ChunkCache
 from synth.evaluation.sampling import is_stochastic, to_signed
@@ -91,3 +91,26 @@ def diversity_chunks(model: generate.Model, source, pp, n: int, k: int, distance
                 cache.get_or_compute(name(c), lambda: chunk_means(b, count))
                 progress.update()
     return np.concatenate([cache.get(name(c))["per_layout"] for c in range(len(chunks))])
+
+
+def has_code_prior(model: generate.Model) -> bool:
+    """Whether the model has per-class codes drawn from a prior (SMIS), so one class can be resampled alone."""
+    system = model.system
+    return system.code_control is not None and type(system).draw_codes is not models.System.draw_codes
+
+
+def class_records(model: generate.Model, label, instance, key, k: int, spatial_distance: Callable,
+                  min_pixels: int) -> list[tuple[int, float, float]]:
+    """(class, CSD, OCD) for every class of one layout with at least `min_pixels` pixels: k images with only that
+    class's code resampled (`generate.resample_classes`, key fold_in(key, class)), scored inside and outside it."""
+    t = model.spec.table
+    label = np.asarray(label).reshape(np.shape(label)[-2:])  # one layout, [H, W] or [1, H, W]
+    records = []
+    for c in np.unique(label).tolist():
+        inside = label == c
+        if c == t.ignore_id or c >= t.num_classes or inside.sum() < min_pixels:
+            continue
+        samples = generate.resample_classes(model, label, [c], jax.random.fold_in(key, c), n=k, instance=instance)
+        records.append((c, *diversity.class_distances(to_signed(samples), inside, spatial_distance,
+                                                      where=f"class {c}")))
+    return records

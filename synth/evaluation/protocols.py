@@ -12,6 +12,8 @@
   mIoU is unavailable and name the file.
 - `cimle-diversity-v1`: LPIPS v0.1 (AlexNet) diversity of K samples per validation layout, for any dataset
   (see `diversity_v1`).
+- `smis-diversity-v1`: SMIS's mCSD / mOCD (spatial LPIPS inside and outside a class when only that class's code
+  is resampled) for a model with per-class codes drawn from a prior, on any dataset (see `class_diversity_v1`).
 - `any-v1`: a model of any dataset (custom folders included) on any machine: FID/KID with the FID Inception when
   its file is found, else the embedded HED VGG-16 stand-in (the results say which), class-colour error, and
   diversity for stochastic models (LPIPS when its files are found, else the embedded stand-in) (see `any_v1`).
@@ -36,7 +38,7 @@ class ProtocolUnavailable(RuntimeError):
 @dataclasses.dataclass(frozen=True)
 class Protocol:
     name: str
-    runner: str  # "scenes", "fid", "diversity" or "any"
+    runner: str  # "scenes", "fid", "diversity", "class_diversity" or "any"
     dataset: str  # the dataset the model must have been trained on; "any" takes the model's own
     real_images: int | None  # validation layouts (and real images) used; None = the whole validation split
     samples_per_layout: int
@@ -49,6 +51,7 @@ class Protocol:
     segmentation_resolution: str = "the model's resolution, labels nearest-resized"  # spade-*: "generated"|"native"
     seed: int = 0
     kid_subset_size: int = 1000  # capped at half the set, so that subsets differ
+    min_class_fraction: float = 0.0  # smis-diversity-v1: the share of a layout a class must cover to be scored
 
 
 def _standard(dataset: str, segmenter: str) -> Protocol:
@@ -76,6 +79,10 @@ PROTOCOLS = {p.name: p for p in (
     Protocol("cimle-diversity-v1", "diversity", "any", real_images=None, samples_per_layout=10,
              diversity_layouts=100, feature_network="lpips-v0.1-alex", resize="none (the model's resolution)",
              segmenter="none", real_set="the first validation layouts (no real images are used)"),
+    Protocol("smis-diversity-v1", "class_diversity", "any", real_images=None, samples_per_layout=5,
+             diversity_layouts=50, feature_network="lpips-v0.1-alex, spatial", resize="none (the model's resolution)",
+             segmenter="none", real_set="the first validation layouts (no real images are used)",
+             min_class_fraction=0.01),
     Protocol("any-v1", "any", "any", real_images=None, samples_per_layout=10, diversity_layouts=20,
              feature_network="fid-inception-v3 when pt_inception-2015-12-05-6726825d.pth is found, else "
                              "hed-vgg16-relu5_3-avg (embedded stand-in); the results name the one used",
@@ -106,7 +113,7 @@ def missing_requirements(protocol: Protocol, dataset: str, data_root: str | None
         needed = []
     elif protocol.runner == "fid":
         needed = [lambda: files.locate(inception.INCEPTION_FID_WEIGHTS)]
-    elif protocol.runner == "diversity":
+    elif protocol.runner in ("diversity", "class_diversity"):
         needed = [lambda: files.locate(lpips.BACKBONE_FILES["alex"]), lambda: lpips.locate_linear("alex")]
     else:
         needed = []

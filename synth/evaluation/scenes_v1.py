@@ -4,7 +4,8 @@ Its networks are stated as stand-ins: FID and KID on HED VGG-16 features (relu5_
 instead of the FID Inception; diversity as the mean pairwise distance of unit-normalised HED features over
 relu{1..5}_2 (LPIPS's formula without its learned weights); our scene segmenter (trained on real scenes,
 cached) for mIoU and pixel accuracy; and the scenes' ground truth for mode coverage, rare-mode recall and the
-class-colour error. Every chunk of 20 layouts (and of 5 diversity layouts) is kept in OUT/partial, so an
+class-colour error. For systems with per-class codes drawn from a prior (SMIS), also mCSD / mOCD as
+`smis-diversity-v1` computes them, with the stand-in distance in its per-pixel form. Every chunk of 20 layouts (and of 5 diversity layouts) is kept in OUT/partial, so an
 interrupted run resumes there.
 """
 
@@ -17,9 +18,9 @@ import numpy as np
 
 from data_pipelines import scenes
 from synth import generate
-from synth.evaluation import report
+from synth.evaluation import loops, report
 from synth.evaluation.chunks import ChunkCache
-from synth.evaluation.embedded import feature_distance, hed_features, pooled_features
+from synth.evaluation.embedded import feature_distance, hed_features, pooled_features, spatial_feature_distance
 from synth.evaluation.protocols import Protocol, check_dataset
 from synth.evaluation.sampling import chunk_samples, is_stochastic, params_sha256, to_signed
 from synth.evaluation.scenes import modes as scene_modes, segmenter as scene_segmenter
@@ -30,6 +31,8 @@ from synth.pretrained import vgg
 
 BATCH = 20
 DIVERSITY_GROUP = 5
+CLASS_SAMPLES = 5  # images per (layout, class) for mCSD / mOCD, as smis-diversity-v1
+MIN_CLASS_FRACTION = 0.01
 
 
 def _render(indices, h, w):
@@ -109,6 +112,25 @@ def run(model, protocol: Protocol, out_dir: str, *, real_images: int | None = No
     per_layout = np.concatenate([cache.get_or_compute(f"diversity-{g:05d}", lambda: diversity_group(g))["per_layout"]
                                  for g in range(0, n_div, DIVERSITY_GROUP)])
     div = diversity.summarise(per_layout, k, net="hed-vgg16 (no learned weights)", version="unit-weights")
+    class_div = None
+    if loops.has_code_prior(model):  # SMIS's per-class diversity, as smis-diversity-v1 with the stand-in distance
+        spatial = spatial_feature_distance(features_fn)
+        min_pixels = max(1, int(np.ceil(MIN_CLASS_FRACTION * h * w)))
+
+        def class_group(g):
+            rows = []
+            for i in range(g, min(g + DIVERSITY_GROUP, n_div)):
+                _, labels, instances = _render([indices[i]], h, w)
+                rows += loops.class_records(model, labels, instances, jax.random.fold_in(key, 20_000 + i),
+                                            CLASS_SAMPLES, spatial, min_pixels)
+            return {"records": np.asarray(rows, np.float64).reshape(-1, 3)}
+
+        records = np.concatenate([cache.get_or_compute(f"class-diversity-{g:05d}", lambda: class_group(g))["records"]
+                                  for g in range(0, n_div, DIVERSITY_GROUP)])
+        class_div = diversity.summarise_classes([(int(c), a, o) for c, a, o in records],
+                                                samples_per_layout=CLASS_SAMPLES, num_layouts=n_div,
+                                                net="hed-vgg16 spatial (no learned weights)", version="unit-weights")
+        class_div["class_names"] = {c: scenes.CLASSES[c] for c in class_div["per_class"]}
     kid_size = min(protocol.kid_subset_size, max(2, len(indices) // 2))  # subsets must differ for a std
     kid_mean, kid_std = fid.kid(np.concatenate(real_feats), np.concatenate(fake_feats), subsets=100,
                                 subset_size=kid_size, seed=protocol.seed)
@@ -131,6 +153,7 @@ def run(model, protocol: Protocol, out_dir: str, *, real_images: int | None = No
                                "real (upper bound)": float(real_conf.pixel_accuracy())},
             "class_colour_error": float(colour.result()),
             "diversity": {k2: v for k2, v in div.items() if k2 != "per_layout"},
+            **({"class_diversity": class_div} if class_div else {}),
             "modes": {"mean_coverage": mode_result["mean_coverage"], "mode_precision": mode_result["mode_precision"],
                       "rare_mode": mode_result["rare_mode"],
                       "coverage_per_group": {g: v["coverage"] for g, v in mode_result["groups"].items()}},
@@ -150,6 +173,8 @@ def run(model, protocol: Protocol, out_dir: str, *, real_images: int | None = No
          f"{m['pixel_accuracy']['generated']:.3f} / {m['pixel_accuracy']['real (upper bound)']:.3f}"),
         ("class-colour error", f"{m['class_colour_error']:.1f}"),
         ("diversity (HED feature distance)", f"{m['diversity']['lpips_diversity']:.4f}"),
+        *([("mCSD / mOCD (HED spatial distance)", f"{class_div['mCSD']:.4f} / {class_div['mOCD']:.4f}")]
+          if class_div else []),
         ("mode coverage (mean over groups)", f"{m['modes']['mean_coverage']:.3f}"),
         ("rare mode (lime car) frequency", f"{m['modes']['rare_mode']['frequency']:.3f}")])
     return results

@@ -110,6 +110,46 @@ CLASS_PROTOCOL = ("per layout and class present: K samples with only that class'
                   "(OCD); means over pairs, then over layouts per class, then over classes (mCSD, mOCD)")
 
 
+def class_distances(samples, inside, spatial_distance: Callable, *, pair_batch: int = 32,
+                    where: str = "layout") -> tuple[float, float]:
+    """(CSD, OCD) of one layout and class: the spatial distance of all K(K-1)/2 pairs of `samples` [K, H, W, 3]
+    (only the class's code differs between them), averaged inside the class's pixels `inside` [H, W] and outside
+    them (NaN when the class fills the image)."""
+    samples, inside = _check_samples(samples, where), np.asarray(inside, bool)
+    if samples.shape[1:3] != inside.shape:
+        raise ValueError(f"{where}: samples are {samples.shape[1:3]}, the class mask {inside.shape}.")
+    first, second = pair_indices(samples.shape[0])
+    maps = np.concatenate([np.asarray(spatial_distance(samples[first[s:s + pair_batch]],
+                                                       samples[second[s:s + pair_batch]]), np.float64)
+                           for s in range(0, first.size, pair_batch)])
+    if maps.shape != (first.size,) + inside.shape:
+        raise ValueError(f"{where}: the spatial distance returned shape {maps.shape}; expected "
+                         f"{(first.size,) + inside.shape}.")
+    ocd = float(maps[:, ~inside].mean()) if (~inside).any() else float("nan")
+    return float(maps[:, inside].mean()), ocd
+
+
+def summarise_classes(records, *, samples_per_layout: int, num_layouts: int, net: str = "alex",
+                      version: str = VERSION) -> dict:
+    """mCSD and mOCD from (class, CSD, OCD) records of (layout, class) pairs: means over a class's layouts, then
+    over classes (OCD skips classes that fill their layouts)."""
+    per_class: dict[int, tuple[list, list]] = {}
+    for c, csd, ocd in records:
+        entry = per_class.setdefault(int(c), ([], []))
+        entry[0].append(csd)
+        if np.isfinite(ocd):
+            entry[1].append(ocd)
+    if not per_class:
+        raise ValueError("no (layout, class) pair to score.")
+    csd = {c: float(np.mean(v[0])) for c, v in sorted(per_class.items())}
+    ocd = {c: float(np.mean(v[1])) if v[1] else float("nan") for c, v in sorted(per_class.items())}
+    finite = [v for v in ocd.values() if np.isfinite(v)]
+    return {"mCSD": float(np.mean(list(csd.values()))), "mOCD": float(np.mean(finite)) if finite else float("nan"),
+            "per_class": {c: {"csd": csd[c], "ocd": ocd[c]} for c in csd},
+            "samples_per_layout": int(samples_per_layout), "num_layouts": int(num_layouts), "net": net,
+            "version": version, "protocol": CLASS_PROTOCOL}
+
+
 def class_specific_diversity(samples_for_class: Callable, labels, spatial_distance: Callable, *,
                              classes=None, min_pixels: int = 1, pair_batch: int = 32, net: str = "alex",
                              version: str = VERSION) -> dict:
@@ -125,38 +165,19 @@ def class_specific_diversity(samples_for_class: Callable, labels, spatial_distan
     if labels.ndim != 3:
         raise ValueError(f"labels must be [L, H, W] class ids, got shape {labels.shape}.")
     classes = np.unique(labels) if classes is None else np.asarray(classes)
-    per_class_csd, per_class_ocd, k = {}, {}, None
+    records, k = [], None
     for c in classes.tolist():
-        csd, ocd = [], []
         for layout, label in enumerate(labels):
             inside = label == c
             if inside.sum() < int(min_pixels):
                 continue
-            samples = _check_samples(samples_for_class(layout, c), f"layout {layout}, class {c}")
-            if samples.shape[1:3] != label.shape:
-                raise ValueError(f"layout {layout}, class {c}: samples are {samples.shape[1:3]}, labels {label.shape}.")
-            k = samples.shape[0]
-            first, second = pair_indices(k)
-            maps = np.concatenate([np.asarray(spatial_distance(samples[first[s:s + pair_batch]],
-                                                               samples[second[s:s + pair_batch]]), np.float64)
-                                   for s in range(0, first.size, pair_batch)])
-            if maps.shape != (first.size,) + label.shape:
-                raise ValueError(f"the spatial distance returned shape {maps.shape}; expected "
-                                 f"{(first.size,) + label.shape}.")
-            csd.append(float(maps[:, inside].mean()))
-            if (~inside).any():
-                ocd.append(float(maps[:, ~inside].mean()))
-        if csd:
-            per_class_csd[c] = float(np.mean(csd))
-            per_class_ocd[c] = float(np.mean(ocd)) if ocd else float("nan")
-    if not per_class_csd:
+            samples = samples_for_class(layout, c)
+            k = np.shape(samples)[0]
+            records.append((c, *class_distances(samples, inside, spatial_distance, pair_batch=pair_batch,
+                                                where=f"layout {layout}, class {c}")))
+    if not records:
         raise ValueError(f"none of the classes {classes.tolist()} has {min_pixels} pixel(s) in any layout.")
-    ocd_values = [v for v in per_class_ocd.values() if np.isfinite(v)]
-    return {"mCSD": float(np.mean(list(per_class_csd.values()))),
-            "mOCD": float(np.mean(ocd_values)) if ocd_values else float("nan"),
-            "per_class": {c: {"csd": per_class_csd[c], "ocd": per_class_ocd[c]} for c in per_class_csd},
-            "samples_per_layout": int(k), "num_layouts": int(labels.shape[0]), "net": net, "version": version,
-            "protocol": CLASS_PROTOCOL}
+    return summarise_classes(records, samples_per_layout=k, num_layouts=labels.shape[0], net=net, version=version)
 
 
-__all__ = ["CLASS_PROTOCOL", "PROTOCOL", "VERSION", "class_specific_diversity", "layout_distances", "lpips_diversity", "pair_indices", "summarise"]
+__all__ = ["CLASS_PROTOCOL", "PROTOCOL", "VERSION", "class_distances", "class_specific_diversity", "summarise_classes", "layout_distances", "lpips_diversity", "pair_indices", "summarise"]
