@@ -161,6 +161,20 @@ def test_the_page_is_served_from_the_package_and_fetches_nothing_from_elsewhere(
 # -- generating
 
 
+def test_everything_the_page_asks_for_is_compiled_before_serving():
+    model = generate.load(os.path.join(FIXTURES, "spade_vae_ema"))  # a fresh system: nothing compiled for it yet
+    painter = painter_server.Painter(model)
+    assert model.system.jitted_sample._cache_size() == 0
+    painter.warm_up()
+    compiled = (model.system.jitted_sample._cache_size(), generate._encoder_mean._cache_size())
+    photo = base64.b64encode(png_bytes(np.zeros((50, 40, 3), np.uint8))).decode()
+    for request in ({"seed": 3}, {"samples": 4, "seed": 1}, {"style": photo}, {"style": photo, "seed": 9}):
+        painter.generate({"labels": labels(layout(0)), **request})
+    assert (model.system.jitted_sample._cache_size(), generate._encoder_mean._cache_size()) == compiled
+
+
+
+
 def test_an_image_is_the_models_output_for_the_layout_and_seed(vae, models):
     model, ids = models["spade_vae_ema"], layout(1)
     status, out, _ = vae.post("/api/generate", {"labels": labels(ids), "seed": 7})

@@ -83,15 +83,19 @@ function changed(edit) {
 }
 
 function sizeCanvases() {
-  const { width, height } = state.map;
-  // Whole pixels per label where the map is small; larger maps shrink to the frame (two frames side by side).
-  const fit = Math.min(VIEW_BOX / width, VIEW_BOX / height);
-  const scale = fit >= 1 ? Math.floor(fit) : fit;
   for (const id of ["labels", "overlay"]) {
-    const c = $(id);
-    c.width = width;
-    c.height = height;
+    $(id).width = state.map.width;
+    $(id).height = state.map.height;
   }
+  sizeViews();
+}
+
+function sizeViews() {
+  const { width, height } = state.map;
+  // Two frames side by side in the stage, each at most VIEW_BOX; whole pixels per label where the map is small.
+  const box = Math.max(128, Math.min(VIEW_BOX, ($("stage").clientWidth - 16) / 2));
+  const fit = Math.min(box / width, box / height);
+  const scale = fit >= 1 ? Math.floor(fit) : fit;
   document.documentElement.style.setProperty("--view-w", `${Math.round(width * scale)}px`);
   document.documentElement.style.setProperty("--view-h", `${Math.round(height * scale)}px`);
 }
@@ -487,6 +491,7 @@ async function start() {
   $("region-style-clear").addEventListener("click", () => setStyle("region", null));
   $("error-close").addEventListener("click", () => clearError());
   document.addEventListener("keydown", onKey);
+  window.addEventListener("resize", sizeViews);
 
   // A handle for scripts and tests: the layout as the page holds it, and what the shown image was made from.
   window.painter = {
