@@ -427,6 +427,7 @@ def static_files() -> dict[str, tuple[bytes, str]]:
 
 class Handler(BaseHTTPRequestHandler):
     server_version = "synth-painter/1"
+    timeout = 120  # s: a client that stops sending mid-body frees its thread
     server: "PainterServer"
 
     def do_GET(self):  # noqa: N802 (http.server's names)
