@@ -383,7 +383,6 @@ function showResult(result, request) {
   state.images = result.images;
   state.shown = 0;
   state.sent = { labels: request.labels, seed: request.seed, samples: request.samples };
-  showMain(0);
   const grid = $("grid");
   if (result.images.length > 1) {
     grid.replaceChildren(...result.images.map((src, i) => {
@@ -398,6 +397,7 @@ function showResult(result, request) {
     grid.replaceChildren();
     grid.hidden = true;
   }
+  showMain(0);
   $("download-image").disabled = false;
   $("status").textContent = `${result.images.length > 1 ? result.images.length + " samples" : "image"} in ` +
     `${Math.round(result.ms)} ms` + (state.info.controls.seed ? ` (seed ${result.seed})` : "");
