@@ -16,8 +16,8 @@ leave their initial values), and then records, from the state dicts before it:
 * `d_eval`: D in eval mode, every intermediate output of both scales.
 
 The layout is a random 8x8 grid of classes 0..9 upsampled (classes 10, 11 absent), so per-class layers and codes of
-absent classes are exercised. Settings: `tiny` (parity.md's: 64x64, label_nc 12, ngf 32, ndf 32, batch 2) and
-`small` (ngf 16; faster, for tests).
+absent classes are exercised. Settings: `tiny` (parity.md's: 64x64, label_nc 12, ngf 32, ndf 32, batch 2),
+`small` (ngf 16, ndf 32) and `test` (32x32, ngf 8, ndf 16: the parity test's, seconds).
 
 Usage:
     python bench/parity_sean.py --root /tmp/sean_ref [--torch-python PYTHON] [--settings tiny]
@@ -40,6 +40,7 @@ import numpy as np  # noqa: E402
 SETTINGS = {
     "tiny": dict(size=64, label_nc=12, ngf=32, ndf=32, batch=2),
     "small": dict(size=64, label_nc=12, ngf=16, ndf=32, batch=2),
+    "test": dict(size=32, label_nc=12, ngf=8, ndf=16, batch=2),
 }
 
 def _driver() -> str:

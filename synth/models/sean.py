@@ -284,6 +284,12 @@ class SEANSystem(GANSystem):
         if height % 4 or width % 4:
             problems.append(f"config.model.name = 'sean' at the data's {height}x{width}: the style encoder needs "
                             "H and W multiples of 4")
+        from data_pipelines import sources
+        semantic_nc = sources.dataset_spec(config.data).semantic_nc
+        if per_class_layers_of(config.model, semantic_nc) < semantic_nc:
+            problems.append(f"config.model.per_class_layers = {config.model.per_class_layers!r}: fewer per-class "
+                            f"style layers than the data's {semantic_nc} layout channels (the official code fails on "
+                            "the classes past them); set 'data' to size them to the data")
         return problems
 
     def __init__(self, config, spec, height: int, width: int):
