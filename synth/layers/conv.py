@@ -65,7 +65,7 @@ def _conv(x, kernel, strides: int, padding: int, groups: int = 1):
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
 
 
-ALGORITHMS = ("auto", "xla", "taps", "im2col", "winograd")
+ALGORITHMS = ("auto", "xla", "taps", "im2col", "winograd", "dense", "matmul")
 _algorithm = contextvars.ContextVar("synth_conv_algorithm", default="auto")
 
 
@@ -73,7 +73,8 @@ _algorithm = contextvars.ContextVar("synth_conv_algorithm", default="auto")
 def conv_algorithm(name: str):
     """Force how stride-1 convolutions traced inside are computed: "xla" (XLA's convolution and its gradients),
     "taps" (XLA's forward, kernel gradient as per-tap matmuls), "im2col" (one matmul over the patches),
-    "winograd" (F(2x2, 3x3) for 3x3 kernels, XLA's convolution for the rest) or "auto" (`choose_algorithm`).
+    "winograd" (F(2x2, 3x3) for 3x3 kernels, XLA's convolution for the rest) or "auto" (`choose_algorithm`);
+    for grouped convolutions "dense" or "matmul" (`grouped_algorithm`; "xla" forces XLA's grouped convolution).
 
     For benchmarks and tests; the choice is made when a function is traced, so jit a fresh function inside.
     """
@@ -118,6 +119,8 @@ def choose_algorithm(x_shape, kernel_shape, padding: int | tuple[int, int]) -> s
     """
     kh, kw, cin, cout = kernel_shape
     forced = _algorithm.get()
+    if forced in ("dense", "matmul"):  # grouped convolutions' choices: plain ones take the automatic choice
+        forced = "auto"
     if forced != "auto":
         return "xla" if forced == "winograd" and (kh, kw) != (3, 3) else forced
     if jax.default_backend() != "cpu":
@@ -185,6 +188,51 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
                                         preferred_element_type)
 
 
+GROUPED_DENSE_MAX_KERNEL = 1 << 22  # elements of the block-diagonal kernel (16 MiB in float32)
+GROUPED_MATMUL_MIN_CONTRACTION, GROUPED_MATMUL_MIN_OUTPUTS = 512, 64  # per group: k*k*in/g and out/g
+
+
+def grouped_algorithm(kernel_shape, groups: int) -> str:
+    """How `conv_grouped` computes a grouped convolution of an HWIO kernel [k, k, in / groups, out]: "xla" (XLA's
+    `feature_group_count`; off CPU), "dense" (the block-diagonal [k, k, in, out] kernel through `conv_stride1`'s
+    algorithms: groups times the multiplies, on XLA:CPU's fast paths) or "matmul" (one matmul per group, batched,
+    of the [N*H'*W', k*k*in/g] patches: for per-group products large enough to run at the matmul rate, or a
+    block-diagonal kernel too large to build).
+
+    Measured at SMIS's shapes on CPU (bench/train_step_smis.py): XLA:CPU's grouped convolution ran 10-40x
+    (forward) and 50-300x (gradients) slower than either."""
+    kh, kw, cin_g, cout = kernel_shape
+    forced = _algorithm.get()
+    if jax.default_backend() != "cpu" or forced == "xla":
+        return "xla"
+    if forced in ("dense", "matmul"):
+        return forced
+    big_groups = kh * kw * cin_g >= GROUPED_MATMUL_MIN_CONTRACTION and cout // groups >= GROUPED_MATMUL_MIN_OUTPUTS
+    dense_size = kh * kw * cin_g * groups * cout
+    return "matmul" if big_groups or dense_size > GROUPED_DENSE_MAX_KERNEL else "dense"
+
+
+def conv_grouped(x: jnp.ndarray, kernel: jnp.ndarray, strides: int, padding: int, groups: int) -> jnp.ndarray:
+    """torch's grouped convolution (kernel [k, k, in / groups, out]; output group g reads input group g), by
+    `grouped_algorithm`'s choice. All three give XLA's values up to rounding (tested)."""
+    algorithm = grouped_algorithm(kernel.shape, groups)
+    if algorithm == "xla":
+        return _conv(x, kernel, strides, padding, groups)
+    kh, kw, cin_g, cout = kernel.shape
+    if algorithm == "dense":
+        eye = jnp.eye(groups, dtype=kernel.dtype)[:, None, :, None]  # [g_in, 1, g_out, 1]
+        dense = (kernel.reshape(kh, kw, 1, cin_g, groups, cout // groups) * eye).reshape(kh, kw, groups * cin_g, cout)
+        return conv_stride1(x, dense, padding) if strides == 1 else _conv(x, dense, strides, padding)
+    n, h, w, _ = x.shape
+    out_h, out_w = (h + 2 * padding - kh) // strides + 1, (w + 2 * padding - kw) // strides + 1
+    xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    taps = [xp[:, i:i + strides * (out_h - 1) + 1:strides, j:j + strides * (out_w - 1) + 1:strides]
+            for i in range(kh) for j in range(kw)]
+    patches = jnp.stack(taps, 3).reshape(n, out_h, out_w, kh * kw, groups, cin_g)
+    y = jnp.einsum("nhwtgc,tcgo->nhwgo", patches, kernel.reshape(kh * kw, cin_g, groups, cout // groups))
+    return y.reshape(n, out_h, out_w, cout)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def conv_tap_grad(x: jnp.ndarray, kernel: jnp.ndarray, padding: int) -> jnp.ndarray:
     """A stride-1 convolution whose kernel gradient is a sum of per-tap matmuls.
@@ -232,7 +280,8 @@ class Conv(nn.Module):
     pix2pixHD family leaves biases at it). `groups` > 1 is torch's grouped convolution (`groups=`): the kernel is
     [k, k, in / groups, out], output channels [g * out / groups, (g + 1) * out / groups) read input group g, and
     spectral norm takes one sigma of the whole kernel viewed as W[out, in / groups * k * k], as torch's does.
-    Grouped convolutions go to XLA's `feature_group_count` whatever `choose_algorithm` would pick."""
+    Grouped convolutions take `conv_grouped` (XLA's `feature_group_count` off CPU), whatever `choose_algorithm`
+    would pick."""
 
     features: int
     kernel_size: int = 3
@@ -269,7 +318,7 @@ class Conv(nn.Module):
                 kernel, sigma = kernel / sigma, None
         kernel = kernel.astype(x.dtype)
         if g > 1:
-            y = _conv(x, kernel, self.strides, p, g)
+            y = conv_grouped(x, kernel, self.strides, p, g)
         else:
             y = conv_stride1(x, kernel, p) if self.strides == 1 else _conv(x, kernel, self.strides, p)
         if sigma is not None:

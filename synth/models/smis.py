@@ -296,6 +296,10 @@ class SMISSystem(GANSystem):
         except ValueError as e:
             return [f"config.model.num_upsampling_layers = {m.num_upsampling_layers!r} at the data's "
                     f"{height}x{width}: {e}"]
+        if sh * (width // (height // sh)) < 2:
+            return [f"config.model.num_upsampling_layers = {m.num_upsampling_layers!r} at the data's {height}x{width}: "
+                    f"a 1x1 latent grid, where the encoder's last InstanceNorm leaves only zeros (no code, no "
+                    f"gradient); take fewer upsampling layers or larger images"]
         try:
             spec = sources.dataset_spec(config.data)
         except (ValueError, KeyError):
