@@ -12,6 +12,8 @@ Named deviation: `rarity_skipped_score='image_max'` (see synth/rarity.py; 'offic
 
 import ml_collections as mlc
 
+from configs.common import accelerator_settings
+
 from synth.imle import CRN_GTA_LAYER_WEIGHTS
 
 
@@ -39,7 +41,7 @@ def imle_config(epochs: int = 16, **imle_overrides) -> mlc.ConfigDict:
     config.imle = imle_settings(**imle_overrides)
     config.train = mlc.ConfigDict(dict(
         batch_size=1, num_steps=epochs * config.imle.inner_steps, seed=0, max_seconds=0.0, log_every=100,
-        image_every=1000, checkpoint_every=1000, keep_checkpoints=2, eval_batches=4))
+        image_every=1000, checkpoint_every=1000, keep_checkpoints=2, eval_batches=4, **accelerator_settings()))
     config.optim = mlc.ConfigDict(dict(lr_g=1e-4, b1=0.9, b2=0.999, eps=1e-8))
     config.loss = mlc.ConfigDict(dict(vgg="matconvnet", vgg_path=""))
     return config

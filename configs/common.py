@@ -40,6 +40,13 @@ def parse_arg(arg: str | None, **spec) -> mlc.ConfigDict:
     return out
 
 
+def accelerator_settings() -> dict:
+    """The train fields that decide how a step uses a device, at their faithful defaults: `precision` ("float32" or
+    "bfloat16": `synth.precision`), `remat` ("none", "blocks" or "full": `synth.training.remat`) and `shard_state`
+    (the parameters and optimiser state split over the devices: `synth.training.sharding.state_shardings`)."""
+    return dict(precision="float32", remat="none", shard_state=False)
+
+
 def spade_model(**overrides) -> mlc.ConfigDict:
     """SPADE's defaults (options/base_options.py, train_options.py)."""
     m = mlc.ConfigDict(dict(

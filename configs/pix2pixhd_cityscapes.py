@@ -24,7 +24,7 @@ Deviations, named: the learning rate decays per step, not per epoch (as every sy
 
 import ml_collections as mlc
 
-from configs.common import parse_arg
+from configs.common import accelerator_settings, parse_arg
 
 TRAIN_IMAGES = 2975
 
@@ -44,7 +44,7 @@ def pix2pixhd_training(*, steps_per_epoch: int, niter: int, niter_decay: int, fi
     train = mlc.ConfigDict(dict(
         batch_size=1, num_steps=(niter + niter_decay) * steps_per_epoch, decay_start_step=niter * steps_per_epoch,
         seed=0, max_seconds=0.0, log_every=100, image_every=2000, checkpoint_every=5000, keep_checkpoints=3,
-        ema_decay=0.0, reuse_fake_for_d=True, eval_batches=16))
+        ema_decay=0.0, reuse_fake_for_d=True, eval_batches=16, **accelerator_settings()))
     optim = mlc.ConfigDict(dict(
         lr_g=2e-4, lr_d=2e-4, b1=0.5, b2=0.999, fix_steps=fix_epochs * steps_per_epoch,
         fix_trainable=rf"^(g/enhancer_{n_local_enhancers}/|e/)"))

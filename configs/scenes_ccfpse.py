@@ -22,7 +22,7 @@ Argument (comma separated): `tiny` (tests: 32x32, ngf 4, ndf 4, 8-wide predictor
 import ml_collections as mlc
 
 from configs.ccfpse_common import ccfpse_model
-from configs.common import parse_arg
+from configs.common import accelerator_settings, parse_arg
 
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
@@ -37,7 +37,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
     config.train = mlc.ConfigDict(dict(
         batch_size=8, num_steps=2000, decay_start_step=1000, seed=0, max_seconds=0.0,
         log_every=10, image_every=50, checkpoint_every=50, keep_checkpoints=2,
-        ema_decay=0.0, reuse_fake_for_d=False, eval_batches=4))
+        ema_decay=0.0, reuse_fake_for_d=False, eval_batches=4, **accelerator_settings()))
     config.optim = mlc.ConfigDict(dict(lr_g=1e-4, lr_d=4e-4, b1=0.0, b2=0.9))
     config.loss = mlc.ConfigDict(dict(gan_mode="hinge", lambda_feat=20.0, feat_mode="fpse", lambda_vgg=10.0,
                                       vgg="hed", vgg_path="", lambda_kld=0.05))

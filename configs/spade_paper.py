@@ -14,6 +14,7 @@ import dataclasses
 
 import ml_collections as mlc
 
+from configs.common import accelerator_settings
 from data_pipelines.sources import PRESETS
 
 BATCH_SIZE = 32
@@ -31,7 +32,7 @@ def paper_config(*, name: str, root: str, train_images: int, epochs: int, model:
         batch_size=BATCH_SIZE, num_steps=epochs * steps_per_epoch,
         decay_start_step=(epochs // 2) * steps_per_epoch, seed=0, max_seconds=0.0,
         log_every=100, image_every=2000, checkpoint_every=5000, keep_checkpoints=3,
-        ema_decay=0.0, reuse_fake_for_d=False, eval_batches=16))
+        ema_decay=0.0, reuse_fake_for_d=False, eval_batches=16, **accelerator_settings()))
     config.optim = mlc.ConfigDict(dict(lr_g=1e-4, lr_d=4e-4, b1=0.0, b2=0.9))
     config.loss = mlc.ConfigDict(dict(gan_mode="hinge", lambda_feat=10.0, feat_mode="spade", lambda_vgg=10.0,
                                       vgg="torchvision", vgg_path="", lambda_kld=0.05))

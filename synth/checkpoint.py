@@ -62,10 +62,11 @@ log = logging.getLogger(__name__)
 
 # Config fields (dotted paths; everything below a listed section counts too) that may legitimately differ
 # between a run and its resume.
-# Those that change neither the model nor the data order: the budget (steps, time) and what is logged and kept.
+# Those that change neither the model nor the data order: the budget (steps, time), what is logged and kept, and
+# how the step uses memory (remat recomputes the same values; shard_state lays the same state out differently).
 RESUMABLE_FIELDS: tuple[str, ...] = ("train.num_steps", "train.max_seconds", "train.log_every", "train.image_every",
                                      "train.checkpoint_every", "train.keep_checkpoints", "train.eval_batches",
-                                     "workdir")
+                                     "train.remat", "train.shard_state", "workdir")
 
 _STATE = "state"
 _META = "meta"

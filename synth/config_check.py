@@ -37,6 +37,9 @@ RULES: dict[str, Rule] = {
     "train.ema_decay": PROBABILITY,
     "train.reuse_fake_for_d": BOOLEAN,
     "train.eval_batches": COUNT,
+    "train.precision": one_of("float32", "bfloat16"),  # synth.precision.PRECISIONS
+    "train.remat": one_of("none", "blocks", "full"),  # synth.training.remat.POLICIES
+    "train.shard_state": BOOLEAN,
     "optim.lr_g": number(above=0.0),
     "optim.lr_d": number(above=0.0),
     "optim.b1": PROBABILITY,

@@ -65,7 +65,7 @@ class Distance:
         `weights` [..., H, W] (the rarity mask) or None."""
         out = {}
         for name, lam in self.layer_weights:
-            diff = jnp.abs(fake[name] - real[name])
+            diff = jnp.abs(fake[name].astype(jnp.float32) - real[name].astype(jnp.float32))  # float32 sums
             if weights is not None:
                 lead, size = weights.shape[:-2], diff.shape[-3:-1]
                 mask = weights[..., None]

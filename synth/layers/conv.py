@@ -352,4 +352,4 @@ class Dense(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        return nn.Dense(self.features, kernel_init=spade_init(), name="linear")(x)
+        return nn.Dense(self.features, kernel_init=spade_init(), dtype=x.dtype, name="linear")(x)

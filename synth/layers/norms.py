@@ -7,10 +7,12 @@ import jax.numpy as jnp
 
 
 def instance_norm(x: jnp.ndarray, eps: float = 1e-5) -> jnp.ndarray:
-    """`nn.InstanceNorm2d(affine=False)`: per sample and channel over H, W, biased variance."""
-    mean = x.mean(axis=(1, 2), keepdims=True)
-    var = jnp.square(x - mean).mean(axis=(1, 2), keepdims=True)
-    return (x - mean) * jnp.reciprocal(jnp.sqrt(var + eps))
+    """`nn.InstanceNorm2d(affine=False)`: per sample and channel over H, W, biased variance (statistics in float32
+    whatever the input's dtype; the result in the input's)."""
+    x32 = x.astype(jnp.float32)
+    mean = x32.mean(axis=(1, 2), keepdims=True)
+    var = jnp.square(x32 - mean).mean(axis=(1, 2), keepdims=True)
+    return ((x32 - mean) * jnp.reciprocal(jnp.sqrt(var + eps))).astype(x.dtype)
 
 
 class BatchNorm(nn.Module):
@@ -26,7 +28,8 @@ class BatchNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, use_running_average: bool, update_stats: bool = True):
-        c = x.shape[-1]
+        c, dtype = x.shape[-1], x.dtype
+        x = x.astype(jnp.float32)  # statistics in float32 whatever the compute dtype
         running_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
         running_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
         if use_running_average:
@@ -39,4 +42,4 @@ class BatchNorm(nn.Module):
                 unbiased = var * (n / max(n - 1, 1))
                 running_mean.value = (1 - self.momentum) * running_mean.value + self.momentum * mean
                 running_var.value = (1 - self.momentum) * running_var.value + self.momentum * unbiased
-        return (x - mean) * jnp.reciprocal(jnp.sqrt(var + self.eps))
+        return ((x - mean) * jnp.reciprocal(jnp.sqrt(var + self.eps))).astype(dtype)

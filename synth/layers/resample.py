@@ -63,8 +63,9 @@ def bilinear_resize(x: jnp.ndarray, size: tuple[int, int]) -> jnp.ndarray:
         return x
     y0, y1, fy = _linear_weights(size[0], h)
     x0, x1, fx = _linear_weights(size[1], w)
-    fy = jnp.asarray(fy)[None, :, None, None]
-    fx = jnp.asarray(fx)[None, None, :, None]
+    dtype = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.float32  # bfloat16 stays bfloat16
+    fy = jnp.asarray(fy, dtype)[None, :, None, None]
+    fx = jnp.asarray(fx, dtype)[None, None, :, None]
     rows = x[:, y0] * (1 - fy) + x[:, y1] * fy
     return rows[:, :, x0] * (1 - fx) + rows[:, :, x1] * fx
 

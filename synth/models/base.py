@@ -234,6 +234,9 @@ class IMLESystem(System):
         if cfg.pool_size % cfg.select_batch:
             problems.append(f"config.imle.pool_size = {cfg.pool_size}: must be a multiple of config.imle.select_batch "
                             f"({cfg.select_batch})")
+        if config.train.get("shard_state"):
+            problems.append("config.train.shard_state = True: the IMLE trainer keeps its state replicated (its pool "
+                            "and code search are built for it); shard_state is for the GAN systems")
         if devices and cfg.select_batch % devices:
             problems.append(f"config.imle.select_batch = {cfg.select_batch}: must be a multiple of the {devices} "
                             "devices")

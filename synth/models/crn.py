@@ -61,9 +61,10 @@ class LayerNorm(nn.Module):
         c = x.shape[-1]
         scale = self.param("scale", nn.initializers.ones, (c,))
         bias = self.param("bias", nn.initializers.zeros, (c,))
+        dtype, x = x.dtype, x.astype(jnp.float32)  # statistics in float32 whatever the compute dtype
         mean = x.mean(axis=(1, 2, 3), keepdims=True)
         var = jnp.square(x - mean).mean(axis=(1, 2, 3), keepdims=True)
-        return (x - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale) + bias
+        return ((x - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale) + bias).astype(dtype)
 
 
 class ConvNormAct(nn.Module):

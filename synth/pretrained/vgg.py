@@ -103,13 +103,14 @@ class VGG(nn.Module):
         else:
             pool = functools.partial(nn.max_pool if self.pooling == "max" else nn.avg_pool, window_shape=(2, 2),
                                      strides=(2, 2), padding=self.pool_padding)
-        x = jnp.asarray(x, jnp.float32)
+        x = jnp.asarray(x)
+        x = x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)  # bfloat16 stays (training)
         features = {}
         for b, (width, n) in enumerate(zip(WIDTHS, BLOCKS[self.depth]), 1):
             if b > 1:
                 x = pool(x)
             for i in range(1, n + 1):
-                x = nn.Conv(width, (3, 3), padding=((1, 1), (1, 1)), kernel_init=kaiming_normal_fan_out,
+                x = nn.Conv(width, (3, 3), padding=((1, 1), (1, 1)), kernel_init=kaiming_normal_fan_out, dtype=x.dtype,
                             conv_general_dilated=conv_general_dilated, name=f"conv{b}_{i}")(x)
                 x = nn.relu(x)
                 features[f"relu{b}_{i}"] = x
@@ -195,7 +196,7 @@ class VGGFeatures(nn.Module):
             raise ValueError(f"VGG variant {v.name!r} has no layers {unknown}; it has {names}")
         last = max(layers, key=names.index)
         trunk = VGG(v.depth, last, v.pooling, v.pool_padding, name="trunk")
-        out = trunk(preprocess(v.name, images, self.normalize))
+        out = trunk(preprocess(v.name, images, self.normalize).astype(images.dtype))  # bfloat16 stays
         return {l: out[l] for l in layers}
 
 

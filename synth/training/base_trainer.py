@@ -60,9 +60,12 @@ class BaseTrainer(abc.ABC):
 
     def _finish_init(self, init) -> None:
         self._init = init
-        self.abstract_state = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.replicated),
-            jax.eval_shape(init, jax.random.key(0)))
+        shapes = jax.eval_shape(init, jax.random.key(0))
+        # Replicated, or split over the devices with `train.shard_state` (sharding.state_shardings).
+        self.state_sharding = sharding.state_shardings(shapes, self.mesh,
+                                                       shard=bool(self.config.train.get("shard_state", False)))
+        self.abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                                           shapes, self.state_sharding)
         self._generate = jax.jit(self.sample)
         self.checkpointer = checkpoint.Checkpointer(
             os.path.join(self.workdir, "checkpoints"), keep=self.config.train.keep_checkpoints,
@@ -76,9 +79,53 @@ class BaseTrainer(abc.ABC):
             return state
         # Init runs once: compile it at -O0, which halves its (PRNG-dominated) compile time.
         rng = jax.random.key(self.config.train.seed)
-        init = jax.jit(self._init, out_shardings=self.replicated).lower(rng).compile(
+        init = jax.jit(self._init, out_shardings=self.state_sharding).lower(rng).compile(
             compiler_options={"xla_backend_optimization_level": 0})
         return init(rng)
+
+    def abstract_batch(self, size: int | None = None, sharding_=None) -> dict:
+        """The shapes and dtypes of a global batch of `size` (default: the configured batch) of the system's keys."""
+        b, h, w = size or self.config.train.batch_size, self.height, self.width
+        shapes = {"label": ((b, h, w), "int32"), "instance": ((b, h, w), "int32"), "image": ((b, h, w, 3), "float32")}
+        keys = [k for k in self.system.batch_keys if k in shapes and (k != "instance" or self.spec.use_instance)]
+        where = sharding_ or sharding.batch_sharding(self.mesh)
+        return {k: jax.ShapeDtypeStruct(shapes[k][0], np.dtype(shapes[k][1]), sharding=where) for k in keys}
+
+    def step_arguments(self) -> tuple:
+        """Abstract arguments of `self.step` (shapes, dtypes, shardings): what `dry_run` compiles."""
+        raise NotImplementedError
+
+    def dry_run(self) -> dict:
+        """Compiles one training step for the configured global batch on the current backend, runs nothing:
+        parameters per role, XLA's FLOPs per step (its cost analysis) and the bytes per device of the compiled
+        step (arguments, temporaries, outputs; its memory analysis), and the compile time."""
+        args = self.step_arguments()
+        t0 = time.perf_counter()
+        compiled = self.step.lower(*args).compile()
+        compile_s = time.perf_counter() - t0
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        memory = compiled.memory_analysis()
+        train = self.config.train
+        count = lambda tree: int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))  # noqa: E731
+        state = self.abstract_state
+        report = {
+            "model": self.config.model.name, "dataset": self.spec.name, "image_size": [self.height, self.width],
+            "global_batch": int(train.batch_size), "devices": int(self.mesh.devices.size),
+            "backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
+            "precision": train.get("precision", "float32"), "remat": train.get("remat", "none"),
+            "shard_state": bool(train.get("shard_state", False)),
+            "parameters": {role: count(state[role]["params"]) for role in self.system.networks if role in state},
+            "flops_per_step": float(cost.get("flops", float("nan"))) if cost else None,
+            "compile_seconds": round(compile_s, 2),
+        }
+        if memory is not None:
+            report["bytes_per_device"] = {
+                "arguments": int(memory.argument_size_in_bytes), "temporaries": int(memory.temp_size_in_bytes),
+                "outputs": int(memory.output_size_in_bytes), "aliased": int(memory.alias_size_in_bytes),
+                "total": int(memory.argument_size_in_bytes + memory.temp_size_in_bytes + memory.output_size_in_bytes
+                             - memory.alias_size_in_bytes)}
+        return report
 
     def global_batch(self, batch: dict) -> dict:
         return sharding.to_global({k: batch[k] for k in self.system.batch_keys if k in batch}, self.mesh)

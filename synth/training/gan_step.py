@@ -12,7 +12,9 @@ D's spectral-norm vectors advance in both D passes, as they do in torch.
 
 The conventions the shared losses take come from the config, not from the kind of system: `loss.gan_mode`,
 `loss.gan_scales` ("mean" over D's scales as SPADE, "sum" as pix2pixHD), `loss.feat_mode` (pix2pixHD's
-4/(n_layers_D+1)) and `loss.d_loss_weight` (pix2pixHD's 0.5).
+4/(n_layers_D+1)) and `loss.d_loss_weight` (pix2pixHD's 0.5). `train.precision` "bfloat16" hands the networks
+bfloat16 layouts and images (`synth.precision`); the losses and every state entry stay float32. `train.remat`
+recomputes the differentiated forwards' activations in the backward pass (`synth.training.remat`).
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from synth import losses
+from synth import losses, precision
 from synth.models import GANSystem
+from synth.training import remat
 
 
 def generator_params(system: GANSystem, state: dict) -> dict:
@@ -37,6 +40,12 @@ def make_gan_step(system: GANSystem, config, tx_g, tx_d, schedules: tuple, featu
     d_weight = float(loss_cfg.get("d_loss_weight", 1.0))
     reuse_fake = bool(config.train.get("reuse_fake_for_d", False))
     ema_decay = float(config.train.get("ema_decay", 0.0))
+    compute_dtype = precision.compute_dtype(config.train.get("precision", "float32"))
+    policy = config.train.get("remat", "none")
+    # The differentiated forwards (G's, and D's in both losses) under the remat policy; the second G forward of
+    # the D step is not differentiated and runs as it is.
+    generate_for_grad = remat.wrap(system.generate, policy, train=True)
+    discriminate_for_grad = remat.wrap(system.discriminate, policy, train=True)
 
     def adversarial(judgement, *, real: bool, for_discriminator: bool):
         return losses.gan_loss(judgement.predictions, target_is_real=real, for_discriminator=for_discriminator,
@@ -51,20 +60,20 @@ def make_gan_step(system: GANSystem, config, tx_g, tx_d, schedules: tuple, featu
         The official joint pass makes autodiff compute D's input gradient for the real images too, which nothing
         uses. The real pass uses the vectors the fake pass left, which is what the joint pass applies to both
         halves (D has no batch statistics)."""
-        fake_j, d_vars = system.discriminate(d_vars, cond, fake, train=True)
+        fake_j, d_vars = discriminate_for_grad(d_vars, cond, fake)
         real_j, _ = system.discriminate(d_vars, cond, real, train=False)
         return fake_j, jax.lax.stop_gradient(real_j), d_vars
 
     def judge_for_discriminator(d_vars, cond, fake, real):
         """D's step: fake and real in one pass, as the official code does."""
         b = fake.shape[0]
-        both, d_vars = system.discriminate(d_vars, jnp.concatenate([cond, cond], 0),
-                                           jnp.concatenate([fake, real], 0), train=True)
+        both, d_vars = discriminate_for_grad(d_vars, jnp.concatenate([cond, cond], 0),
+                                             jnp.concatenate([fake, real], 0))
         return jax.tree.map(lambda o: o[:b], both), jax.tree.map(lambda o: o[b:], both), d_vars
 
     def g_loss_fn(params, state, batch, cond, key, feature_params):
         real = batch["image"]
-        out = system.generate(generator_variables(state, params), cond, batch, key, train=True)
+        out = generate_for_grad(generator_variables(state, params), cond, batch, key)
         fake_j, real_j, d_vars = judge_for_generator(state["d"], cond, out.image, real)
         terms = {"g_gan": adversarial(fake_j, real=True, for_discriminator=False)}
         if loss_cfg.lambda_feat:
@@ -90,7 +99,8 @@ def make_gan_step(system: GANSystem, config, tx_g, tx_d, schedules: tuple, featu
     def step(state: dict, batch: dict, feature_params=None):
         key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
         k_g, k_d = jax.random.split(key)
-        cond = system.conditioning(batch)
+        batch = precision.cast_floats(batch, compute_dtype)
+        cond = system.conditioning(batch).astype(compute_dtype)
         real = batch["image"]
 
         params = generator_params(system, state)

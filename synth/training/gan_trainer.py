@@ -23,9 +23,12 @@ class GANTrainer(BaseTrainer):
                           for lr in (config.optim.lr_g, config.optim.lr_d))
         self.feature_net, self.feature_params, self.feature_note = perceptual_feature_net(config.loss)
         step = gan_step.make_gan_step(self.system, config, self.tx_g, self.tx_d, schedules, self.feature_net)
-        self.step = jax.jit(step, donate_argnums=(0,), out_shardings=(self.replicated, self.replicated))
         self._finish_init(lambda rng: gan_step.init_state(self.system, self.tx_g, self.tx_d, rng,
                                                           ema=config.train.ema_decay > 0))
+        self.step = jax.jit(step, donate_argnums=(0,), out_shardings=(self.state_sharding, self.replicated))
+
+    def step_arguments(self) -> tuple:
+        return self.abstract_state, self.abstract_batch(), self.feature_params
 
     def begin(self, state, start: int) -> None:
         config = self.config

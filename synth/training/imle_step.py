@@ -21,8 +21,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from synth import imle
+from synth import imle, precision
 from synth.models import IMLESystem
+from synth.training import remat
 
 
 def adam(optim) -> optax.GradientTransformation:
@@ -82,18 +83,22 @@ def make_imle_step(system: IMLESystem, distance: imle.Distance, feature_net, tx,
                    constrain: Callable = lambda x: x):
     """step(state, pool, feature_params) -> (state, metrics); jit it with the state donated."""
     batch_size = config.train.batch_size
+    compute_dtype = precision.compute_dtype(config.train.get("precision", "float32"))
+    render = remat.wrap(system.render, config.train.get("remat", "none"))
 
     def step(state, pool, feature_params):
         key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
         pick = jax.random.randint(key, (batch_size,), 0, pool["image"].shape[0])
         batch = {k: constrain(v[pick]) for k, v in pool.items()}
-        seg, real, weights = system.conditioning(batch), batch["image"], batch.get("weights")
+        weights = batch.get("weights")  # the rarity mask weighs the float32 distance
+        batch = precision.cast_floats(batch, compute_dtype)
+        seg, real = system.conditioning(batch).astype(compute_dtype), batch["image"]
         shape = system.noise_shape(*seg.shape[1:3])
-        noise = constrain(jax.vmap(lambda c: imle.code_noise(c, shape))(state["codes"][pick]))
+        noise = constrain(jax.vmap(lambda c: imle.code_noise(c, shape))(state["codes"][pick])).astype(compute_dtype)
         features = feature_fn(feature_net, feature_params)
 
         def loss_fn(params):
-            fake = system.render(params, seg, noise)
+            fake = render(params, seg, noise)
             terms = {f"d_{k}": jnp.mean(v) for k, v in distance.terms(features, fake, real, weights).items()}
             return sum(terms.values()), terms
 

@@ -98,6 +98,12 @@ class IMLETrainer(BaseTrainer):
         rng = np.random.default_rng([self.config.train.seed, epoch])
         return rng.integers(0, self.train_source.num_examples, k)
 
+    def step_arguments(self) -> tuple:
+        pool = self.abstract_batch(self.config.imle.pool_size, self.replicated)
+        if self.config.imle.rebalance_loss:
+            pool["weights"] = jax.ShapeDtypeStruct(pool["label"].shape, np.float32, sharding=self.replicated)
+        return self.abstract_state, pool, self.feature_params
+
     def load_pool(self, indices: np.ndarray) -> dict:
         """The pool's preprocessed examples (with rarity masks under loss rebalancing), replicated."""
         batches = pipeline.eval_dataset(self.train_source, self.preprocess, len(indices), process_index=0,

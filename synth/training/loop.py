@@ -24,6 +24,18 @@ def make_trainer(config, workdir: str, mesh=None) -> BaseTrainer:
     return TRAINERS[system.trainer](config, workdir, mesh, system)
 
 
+def dry_run(config) -> dict:
+    """`train.py --dry_run`: the trainer built in a scratch directory, its step compiled, nothing trained."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="synth-dry-run-") as workdir:
+        trainer = make_trainer(config, workdir)
+        try:
+            return trainer.dry_run()
+        finally:
+            trainer.checkpointer.close()
+
+
 def train_and_evaluate(config, workdir: str, *, stop_at: int | None = None) -> dict:
     trainer = make_trainer(config, workdir)
     try:
@@ -32,4 +44,4 @@ def train_and_evaluate(config, workdir: str, *, stop_at: int | None = None) -> d
         trainer.checkpointer.close()
 
 
-__all__ = ["TRAINERS", "USER_ERRORS", "TrainingDiverged", "make_trainer", "train_and_evaluate"]
+__all__ = ["TRAINERS", "USER_ERRORS", "TrainingDiverged", "dry_run", "make_trainer", "train_and_evaluate"]

@@ -61,3 +61,39 @@ def local_rows(x: jax.Array) -> np.ndarray:
             starts.append(start)
             rows.append(np.asarray(shard.data))
     return np.concatenate(rows)
+
+
+# Arrays smaller than this stay replicated under `shard_state` (biases, norms' statistics, the step counter):
+# gathering them costs more than they hold.
+MIN_SHARDED_ELEMENTS = 4096
+
+
+def state_shardings(shapes, mesh, *, shard: bool):
+    """The training state's shardings: replicated, or with `shard` the fully-sharded data-parallel layout
+    (`config.train.shard_state`): each array of at least MIN_SHARDED_ELEMENTS split over the `data` axis along
+    its largest dimension the device count divides (parameters, optimiser moments, EMA alike), others
+    replicated. Under jit, XLA gathers a layer's parameters where they are used and reduce-scatters their
+    gradients, so each device holds about 1/n of the state."""
+    n = mesh.devices.size
+    full = replicated(mesh)
+
+    def layout(x):
+        if not shard or n == 1 or x.ndim == 0 or int(np.prod(x.shape)) < MIN_SHARDED_ELEMENTS:
+            return full
+        axes = [a for a in sorted(range(x.ndim), key=lambda a: -x.shape[a]) if x.shape[a] % n == 0]
+        if not axes:
+            return full
+        spec = [None] * x.ndim
+        spec[axes[0]] = DATA_AXIS
+        return NamedSharding(mesh, P(*spec))
+
+    return jax.tree.map(layout, shapes)
+
+
+def bytes_per_device(tree) -> dict:
+    """{device: bytes of `tree`'s arrays held there} (shards only; a replicated array counts on every device)."""
+    totals: dict = {}
+    for x in jax.tree.leaves(tree):
+        for shard in getattr(x, "addressable_shards", []):
+            totals[shard.device] = totals.get(shard.device, 0) + shard.data.nbytes
+    return totals
