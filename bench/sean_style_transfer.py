@@ -11,7 +11,7 @@ Reported per pair and on average: the mean colour of the generated car pixels be
 red base colour and to the red car's own mean colour in its image, and for every other class present the change of
 its mean colour (max over classes, and the mean abs change of all non-car pixels), in RGB levels 0..255.
 
-Usage: python bench/sean_style_transfer.py [--minutes 8] [--workdir DIR] [--pairs 8]
+Usage: python bench/sean_style_transfer.py [--minutes 8] [--workdir DIR [--train-more]] [--pairs 8]
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=8.0, help="training time when --workdir has no run")
     p.add_argument("--workdir", default=None, help="a scenes_sean run to load, or where to train one")
+    p.add_argument("--train-more", action="store_true", help="continue --workdir's run for --minutes first")
     p.add_argument("--pairs", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -71,13 +72,14 @@ def main():
 
     result = harness.header()
     workdir = args.workdir or tempfile.mkdtemp(prefix="sean_scenes_")
-    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+    if args.train_more or not os.path.isdir(os.path.join(workdir, "checkpoints")):  # a new run, or resumed
         config = scenes_sean.get_config()
         config.train.update(max_seconds=args.minutes * 60, num_steps=100000, decay_start_step=100000,
                             checkpoint_every=100000, image_every=100000)
         t0 = time.time()
         trained = loop.train_and_evaluate(config, workdir)
-        result["training"] = {"seconds": round(time.time() - t0, 1), "steps": trained.get("final_step"),
+        result["training"] = {"seconds": round(time.time() - t0, 1), "start_step": trained.get("start_step"),
+                              "steps": trained.get("final_step"),
                               "final_eval": trained.get("final"), "workdir": workdir}
     model = generate.load(workdir)
     size = model.height
