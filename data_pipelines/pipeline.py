@@ -10,7 +10,9 @@
   them to the same number of batches with masked copies, so all hosts run the same number of steps.
 
 Decoding happens on the host in Python (see `decode.py`), so a bad file raises a `DatasetError` naming it
-before anything reaches a device; the iterator re-raises it unchanged from inside tf.data.
+before anything reaches a device; the iterator re-raises it unchanged from inside tf.data. With
+`decode='validated_tf'` (`config.data.decode`), examples checked once and cached are decoded by TF ops instead
+(no GIL, so decoders run in parallel), and any other example still takes the Python path (`fast_decode.py`).
 Image and label maps share one stateless seed per example, so a flip or crop moves them together.
 """
 
@@ -148,6 +150,20 @@ def _loader(source: Source, slot: _ErrorSlot, with_image: bool):
     return tf_load
 
 
+def _make_loader(source: Source, slot: _ErrorSlot, with_image: bool, decode: str | None):
+    """The loader of `decode` ('python' or 'validated_tf'; None: the source's `config.data.decode`)."""
+    from data_pipelines.sources import DECODE_MODES
+
+    decode = decode or source.decode
+    if decode not in DECODE_MODES:
+        raise ValueError(f"decode {decode!r} is not one of {list(DECODE_MODES)}.")
+    python_load = _loader(source, slot, with_image)
+    if decode == "python" or source.examples is None:  # (procedural sources have no files to validate)
+        return python_load
+    from data_pipelines import fast_decode
+    return fast_decode.tf_loader(source, fast_decode.validate(source), python_load, with_image)
+
+
 def _finish(ds, tf, shape):
     def set_shape(batch):
         for k, v in batch.items():
@@ -177,9 +193,10 @@ def _jax_process():
 
 def train_dataset(source: Source, pp: Preprocess, global_batch: int, *, seed: int = 0, start_step: int = 0,
                   process_index: int | None = None, process_count: int | None = None,
-                  num_parallel_calls: int = 2):
+                  num_parallel_calls: int = 2, decode: str | None = None):
     """Endless training batches for this host: dicts of image float32[b,H,W,3] in [-1,1], label int32 and
-    (if used) instance int32 [b,H,W], and `index` int64[b]; b = global_batch / process_count."""
+    (if used) instance int32 [b,H,W], and `index` int64[b]; b = global_batch / process_count.
+    `decode`: 'python' or 'validated_tf' (same batches, see `fast_decode.py`); None: `source.decode`."""
     tf = _tf()
     if process_index is None:
         process_index, process_count = _jax_process()
@@ -201,7 +218,7 @@ def train_dataset(source: Source, pp: Preprocess, global_batch: int, *, seed: in
     ds = tf.data.Dataset.range(start_step * local_batch, np.iinfo(np.int64).max)
     ds = ds.map(global_position)
     ds = ds.map(lambda p: (p, tf.numpy_function(index_at, [p], tf.int64, stateful=False)))
-    load = _loader(source, slot, with_image=True)
+    load = _make_loader(source, slot, True, decode)
 
     def load_and_preprocess(position, index):
         ex = load(index)
@@ -217,9 +234,9 @@ def train_dataset(source: Source, pp: Preprocess, global_batch: int, *, seed: in
 
 def eval_dataset(source: Source, pp: Preprocess, global_batch: int, *, process_index: int | None = None,
                  process_count: int | None = None, with_image: bool = True, num_parallel_calls: int = 2,
-                 indices=None):
+                 indices=None, decode: str | None = None):
     """Every example (or every one of `indices`, in that order) exactly once over all hosts; padded entries
-    carry `mask` False and `index` -1."""
+    carry `mask` False and `index` -1. `decode` as for `train_dataset`."""
     tf = _tf()
     if process_index is None:
         process_index, process_count = _jax_process()
@@ -235,7 +252,7 @@ def eval_dataset(source: Source, pp: Preprocess, global_batch: int, *, process_i
     padded = np.full(steps * local_batch, -1, np.int64)
     padded[: len(mine)] = mine
     slot = _ErrorSlot()
-    load = _loader(source, slot, with_image=with_image)
+    load = _make_loader(source, slot, with_image, decode)
     pp = pp.for_eval()
 
     def load_and_preprocess(index):

@@ -99,6 +99,10 @@ class Source:
     num_examples: int
     load: Callable[[int], dict]
     keys: Callable[[int], str]
+    # File sources: the examples' files (for the validated TF decode path, `data_pipelines/fast_decode.py`) and
+    # `config.data.decode` ('python' or 'validated_tf'), which the pipelines use unless told otherwise.
+    examples: tuple[Example, ...] | None = None
+    decode: str = "python"
 
 
 def _custom_table(data) -> labels_lib.ClassTable:
@@ -162,13 +166,13 @@ def image_size(data) -> tuple[int, int]:
     return size
 
 
-def _file_source(spec: DatasetSpec, split: str, examples: list[Example]) -> Source:
+def _file_source(spec: DatasetSpec, split: str, examples: list[Example], decode_mode: str = "python") -> Source:
     from data_pipelines import decode
 
     def load(i: int) -> dict:
         return decode.load_example(examples[i], spec)
 
-    return Source(spec, split, len(examples), load, lambda i: examples[i].key)
+    return Source(spec, split, len(examples), load, lambda i: examples[i].key, tuple(examples), decode_mode)
 
 
 def _scene_source(spec: DatasetSpec, split: str, data) -> Source:
@@ -185,6 +189,18 @@ def _scene_source(spec: DatasetSpec, split: str, data) -> Source:
         return out
 
     return Source(spec, split, len(indices), load, lambda i: f"scene_{indices[i]:08d}")
+
+
+DECODE_MODES = ("python", "validated_tf")
+
+
+def decode_mode(data) -> str:
+    """`config.data.decode`: 'python' (PIL, every check on every read; the default) or 'validated_tf' (files
+    checked once and cached, then decoded by TF ops; see data_pipelines/fast_decode.py)."""
+    mode = data.get("decode", None) or "python"
+    if mode not in DECODE_MODES:
+        raise ValueError(f"config.data.decode {mode!r} is not one of {list(DECODE_MODES)}.")
+    return mode
 
 
 def get_source(data, split: str) -> Source:
@@ -217,7 +233,7 @@ def get_source(data, split: str) -> Source:
     else:
         from data_pipelines.sources import folders
         examples = folders.list_examples(root, split, with_instances=spec.use_instance)
-    return _file_source(spec, split, examples)
+    return _file_source(spec, split, examples, decode_mode(data))
 
 
 __all__ = ["DatasetError", "DatasetSpec", "Example", "PRESETS", "Preprocess", "Source", "dataset_spec",
