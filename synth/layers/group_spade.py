@@ -13,7 +13,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from synth.layers.conv import Conv
+from synth.layers.conv import Conv, ConvParams, conv_grouped, conv_stride1
 from synth.layers.norms import BatchNorm, instance_norm
 from synth.layers.resample import nearest_resize
 
@@ -54,6 +54,19 @@ class GroupSPADE(nn.Module):
         seg = nearest_resize(segmap, x.shape[1:3]).astype(x.dtype)
         k, c = self.kernel_size, x.shape[-1]
         actv = nn.relu(Conv(self.hidden, k, groups=self.shared_groups, name="mlp_shared")(seg))
-        gamma = Conv(c, k, groups=self.out_groups, name="mlp_gamma")(actv)
-        beta = Conv(c, k, groups=self.out_groups, name="mlp_beta")(actv)
+        # gamma and beta read the same activations: one grouped conv to 2C channels with the two layers'
+        # parameters, interleaved per group ([gamma_g, beta_g] for every group g) so that the groups line up.
+        g = self.out_groups
+        if self.hidden % g or c % g:
+            raise ValueError(f"GROUP_SPADE: {self.hidden} hidden and {c} channels must both be divisible by {g} "
+                             "groups.")
+        k_gamma, b_gamma = ConvParams(c, k, name="mlp_gamma")(self.hidden // g)
+        k_beta, b_beta = ConvParams(c, k, name="mlp_beta")(self.hidden // g)
+        per = lambda t: t.reshape(*t.shape[:-1], g, 1, c // g)  # noqa: E731
+        kernel = jnp.concatenate([per(k_gamma), per(k_beta)], -2).reshape(k, k, self.hidden // g, 2 * c)
+        bias = jnp.concatenate([per(b_gamma), per(b_beta)], -2).reshape(2 * c)
+        kernel, bias = kernel.astype(x.dtype), bias.astype(x.dtype)
+        y = conv_grouped(actv, kernel, 1, k // 2, g) if g > 1 else conv_stride1(actv, kernel, k // 2)
+        y = (y + bias).reshape(*y.shape[:-1], g, 2, c // g)
+        gamma, beta = y[..., 0, :].reshape(x.shape), y[..., 1, :].reshape(x.shape)
         return normalized * (1 + gamma) + beta
