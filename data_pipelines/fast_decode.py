@@ -172,6 +172,7 @@ class Validation:
     stats: tuple             # per example: ((path, [size, mtime_ns]), ...)
     path: Path
     validated_now: int = 0
+    errors: tuple = ()       # (example key, the named error) per example that fails the checks
 
     def still_valid(self, i: int) -> bool:
         return bool(self.fast[i]) and all(_stat(p) == s for p, s in self.stats[i])
@@ -239,7 +240,9 @@ def validate(source, *, cache_dir: str | os.PathLike | None = None, workers: int
     rows = [entries[_entry_key(ex)] for ex in examples]
     stats = tuple(tuple((p, s) for p, s in row["files"].items()) for row in rows)
     flag = lambda k: np.array([bool(row.get(k, False)) for row in rows], bool)  # noqa: E731
-    return Validation(flag("fast"), flag("jpeg"), flag("label16"), flag("instance16"), stats, path, len(todo))
+    errors = tuple((ex.key, row["error"]) for ex, row in zip(examples, rows) if not row["ok"])
+    return Validation(flag("fast"), flag("jpeg"), flag("label16"), flag("instance16"), stats, path, len(todo),
+                      errors)
 
 
 def tf_loader(source, validation: Validation, python_load, with_image: bool):
@@ -266,6 +269,7 @@ def tf_loader(source, validation: Validation, python_load, with_image: bool):
             out["instance"] = _tf_index(tf, tf.io.read_file(instance_paths[i]), instance16[i])
         return out
 
+    @tf.autograph.experimental.do_not_convert  # plain TF already (AutoGraph misreads these closures)
     def load(i):
         ok = tf.numpy_function(still_valid, [i], tf.bool, stateful=False)
         ok.set_shape([])

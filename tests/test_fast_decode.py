@@ -164,3 +164,24 @@ def test_the_cache_is_reused_and_keyed_by_the_data_and_the_checks(tmp_path, cach
     # a damaged cache file is revalidated, not trusted
     first.path.write_text("{not json")
     assert fast_decode.validate(src).validated_now == 3
+
+
+def test_validate_command_lists_the_failing_examples(tmp_path, cache_dir):
+    import json
+    import subprocess
+    import sys
+
+    root = tmp_path / "data"
+    for i in range(3):
+        write(root / "images" / f"ex{i}.png", noisy_image(H, W, seed=i))
+        write(root / "labels" / f"ex{i}.png", np.full((H, W), 9 if i == 1 else 1, np.uint8))
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cmd = [sys.executable, "-m", "data_pipelines.validate", f"--config={repo}/configs/custom_spade.py:root={root},"
+           "classes=4", "--splits=train", "--workers=2"]
+    run = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "SYNTH_CACHE_DIR": str(cache_dir)})
+    assert run.returncode == 1, run.stderr[-2000:]
+    summary = json.loads(run.stdout)
+    assert summary["examples"] == 3 and summary["tf_decoded"] == 2 and summary["failing"] == 1
+    assert "ex1.png" in summary["errors"][0] and "out of range" in summary["errors"][0]
+    assert "Validating 3 of 3 examples" in run.stderr
