@@ -92,30 +92,12 @@ def median_seconds(fn, repeats: int, warmup: int = 1) -> dict:
 
 
 def conv_matmul_flops(closed_jaxpr) -> float:
-    """FLOPs of the convolutions and matrix products in a jaxpr (nested calls, custom derivatives and loops
-    included; a loop body counted once per trip): what torch's FlopCounterMode counts, for a like-with-like
-    comparison with an official step. XLA's `cost_analysis` also counts elementwise work."""
-    import numpy as np
-    from jax.extend import core as jax_core
+    """FLOPs of the convolutions and matrix products in a jaxpr (`synth.precision.jaxpr_matmul_flops`, all dtypes):
+    what torch's FlopCounterMode counts, for a like-with-like comparison with an official step. XLA's
+    `cost_analysis` also counts elementwise work."""
+    from synth import precision
 
-    def walk(jaxpr) -> float:
-        total = 0.0
-        for eqn in jaxpr.eqns:
-            name = eqn.primitive.name
-            if name == "conv_general_dilated":
-                rhs, out = eqn.invars[1].aval, eqn.outvars[0].aval
-                spec = eqn.params["dimension_numbers"].rhs_spec  # (out, in, spatial...)
-                taps = np.prod([rhs.shape[d] for d in spec[2:]])
-                total += 2.0 * np.prod(out.shape) * taps * rhs.shape[spec[1]]
-            elif name == "dot_general":
-                (contract, _), _ = eqn.params["dimension_numbers"]
-                lhs = eqn.invars[0].aval
-                total += 2.0 * np.prod(eqn.outvars[0].aval.shape) * np.prod([lhs.shape[d] for d in contract])
-            trips = eqn.params.get("length", 1) if name == "scan" else 1
-            for sub in jax_core.jaxprs_in_params(eqn.params):
-                total += trips * walk(sub)
-        return total
-    return walk(closed_jaxpr.jaxpr)
+    return float(sum(precision.jaxpr_matmul_flops(closed_jaxpr.jaxpr).values()))
 
 
 def max_abs(a, b) -> float:
@@ -148,12 +130,13 @@ def emit(result: dict) -> None:
 
 # ------------------------------------------------------------------------------------------------ training steps
 
-def time_training_step(config, *, size: int, classes: int, batch: int, steps: int, forward: bool = False,
-                       feature_net=None) -> dict:
+def time_training_step(config, *, size: int | tuple[int, int], classes: int, batch: int, steps: int,
+                       forward: bool = False, feature_net=None) -> dict:
     """Our jitted, donated GAN step of the system `config.model` names (`synth.training.gan_step`), on random
     data (`classes` labels, no instance map) at size x size, with a random-weight VGG-19 to relu5_1 as the
     perceptual network unless `feature_net` = (module, variables) is given; with `forward`, also the system's
-    eval-mode sample. -> step time, images/s, XLA's and the conv/matmul FLOPs, compile time, temporaries."""
+    eval-mode sample. `size`: an int (square) or (height, width). `config.train.precision` / `remat` apply.
+    -> step time, images/s, XLA's and the conv/matmul FLOPs, compile time, temporaries."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -164,16 +147,17 @@ def time_training_step(config, *, size: int, classes: int, batch: int, steps: in
     from synth.pretrained.vgg import VGG, random_vgg19_params
     from synth.training import gan_step, optimizers
 
+    height, width = (size, size) if isinstance(size, int) else size
     spec = DatasetSpec("bench", labels.custom(classes), use_instance=False)
-    system = models.system_class(config.model.name)(config, spec, size, size)
+    system = models.system_class(config.model.name)(config, spec, height, width)
     tx_g, tx_d = optimizers.adam(config.optim, config.train, "g"), optimizers.adam(config.optim, config.train, "d")
     schedules = (optimizers.schedule(1e-4, 1000, 1000),) * 2
     state = jax.jit(lambda r: gan_step.init_state(system, tx_g, tx_d, r, ema=False))(jax.random.key(0))
     net, net_params = feature_net or (VGG(19, "relu5_1"), random_vgg19_params(jax.random.key(1)))
     step = jax.jit(gan_step.make_gan_step(system, config, tx_g, tx_d, schedules, net), donate_argnums=(0,))
     rng = np.random.default_rng(0)
-    data = {"label": jnp.asarray(rng.integers(0, classes, (batch, size, size)), jnp.int32),
-            "image": jnp.asarray(rng.uniform(-1, 1, (batch, size, size, 3)), jnp.float32)}
+    data = {"label": jnp.asarray(rng.integers(0, classes, (batch, height, width)), jnp.int32),
+            "image": jnp.asarray(rng.uniform(-1, 1, (batch, height, width, 3)), jnp.float32)}
     t0 = time.perf_counter()
     compiled = step.lower(state, data, net_params).compile()
     compile_s = time.perf_counter() - t0

@@ -38,6 +38,7 @@ from synth.models.crn import CRNGenerator, crn_widths  # noqa: E402
 from synth.pretrained import vgg  # noqa: E402
 
 SETTINGS = {
+    "micro": dict(k=4, m=4, h=32, w=32, widths=(8, 8, 8, 8), noise_width=8, chunk=2, classes=5),  # tests
     "tiny": dict(k=16, m=10, h=64, w=64, widths=(32, 32, 32, 32, 16), noise_width=32, chunk=5, classes=12),
     "mid": dict(k=1, m=10, h=128, w=256, widths=crn_widths(128), noise_width=100, chunk=2, classes=20),
     "full": dict(k=1, m=10, h=256, w=512, widths=crn_widths(256), noise_width=100, chunk=2, classes=20),
@@ -54,7 +55,9 @@ def timed(fn, repeats: int, warmup: bool = True) -> tuple[float, object]:
     return float(np.median(times)), out
 
 
-def bench(name: str, s: dict, repeats: int, warmup: bool = True, unroll: int | bool = 1, loop: bool = True) -> dict:
+def bench(name: str, s: dict, repeats: int, warmup: bool = True, unroll: int | bool = 1, loop: bool = True,
+          dtype: str = "float32") -> dict:
+    """`dtype` "bfloat16" runs the generator and VGG in bfloat16 (the distances stay float32: synth.imle)."""
     k, m, h, w, chunk = s["k"], s["m"], s["h"], s["w"], s["chunk"]
     gen = CRNGenerator(height=h, width=w, widths=tuple(s["widths"]), num_noise=10, noise_width=s["noise_width"])
     seg = jax.nn.one_hot(jax.random.randint(jax.random.key(1), (k, h, w), 0, s["classes"]), s["classes"])
@@ -67,14 +70,19 @@ def bench(name: str, s: dict, repeats: int, warmup: bool = True, unroll: int | b
     keys = jax.vmap(lambda i: jax.random.key_data(jax.random.fold_in(jax.random.key(5), i)))(jnp.arange(k))
     shape = (h, w, 10)
 
+    compute = jnp.dtype(dtype)
+
     def generate(p, sg, noise):
-        return gen.apply({"params": p}, sg, noise)
+        return gen.apply({"params": p}, sg.astype(compute), noise.astype(compute))
+
+    def features(fp, x):
+        return fnet.apply(fp, x.astype(compute))
 
     def dist(fp, fake, r, wt):
-        return distance(lambda x: fnet.apply(fp, x), fake, r, wt)
+        return distance(lambda x: features(fp, x), fake, r, wt)
 
     kernel = jax.jit(lambda p, fp, sg, r, wt, ks: imle.nearest_codes(
-        lambda a, n: generate(p, a, n), distance, lambda x: fnet.apply(fp, x), sg, r, wt, ks,
+        lambda a, n: generate(p, a, n), distance, lambda x: features(fp, x), sg, r, wt, ks,
         num_samples=m, chunk=chunk, noise_shape=shape, unroll=unroll))
     t0 = time.perf_counter()
     kernel = kernel.lower(params, fparams, seg, real, weights, keys).compile()  # compiled ahead, not timed
@@ -86,8 +94,8 @@ def bench(name: str, s: dict, repeats: int, warmup: bool = True, unroll: int | b
     n = k * chunk
     chunks = -(-m // chunk)
     noise = jax.random.normal(jax.random.key(6), (chunks, n) + shape)
-    forwards = jax.jit(lambda p, fp, sg, nz: fnet.apply(fp, generate(p, sg, nz)))
-    real_forward = jax.jit(lambda fp, r: fnet.apply(fp, r))
+    forwards = jax.jit(lambda p, fp, sg, nz: features(fp, generate(p, sg, nz)))
+    real_forward = jax.jit(lambda fp, r: features(fp, r))
     seg_r = jnp.repeat(seg, chunk, axis=0)
     forwards = forwards.lower(params, fparams, seg_r, noise[0]).compile()
     real_forward = real_forward.lower(fparams, real).compile()
@@ -95,7 +103,7 @@ def bench(name: str, s: dict, repeats: int, warmup: bool = True, unroll: int | b
                                                                for c in range(chunks)], repeats, warmup)
 
     result = {
-        "setting": name, "K": k, "m": m, "size": [h, w], "chunk": chunk, "widths": list(s["widths"]),
+        "setting": name, "dtype": dtype, "K": k, "m": m, "size": [h, w], "chunk": chunk, "widths": list(s["widths"]),
         "unroll": unroll, "kernel_compile_s": round(compile_s, 1),
         "seconds": {"kernel": round(t_kernel, 3), "bare_forwards": round(t_bare, 3)},
         "selection_overhead_vs_bare": round(t_kernel / t_bare - 1, 4),

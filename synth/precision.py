@@ -35,15 +35,6 @@ def to_float32(tree):
     return cast_floats(tree, jnp.float32)
 
 
-def _sub_jaxprs(params):
-    for value in params.values():
-        for v in value if isinstance(value, (list, tuple)) else (value,):
-            if hasattr(v, "eqns"):
-                yield v
-            elif hasattr(v, "jaxpr") and hasattr(v.jaxpr, "eqns"):
-                yield v.jaxpr
-
-
 def _eqn_flops(eqn) -> int:
     out = eqn.outvars[0].aval
     size = 1
@@ -64,22 +55,31 @@ def _eqn_flops(eqn) -> int:
     return 2 * size * k
 
 
-def matmul_flops_by_dtype(fn, *args) -> dict[str, int]:
-    """{operand dtype: FLOPs} of the convolutions and matmuls `fn(*args)` traces (forward and, if `fn` takes
-    gradients, backward; scans counted per iteration): what a precision setting really runs in."""
+def jaxpr_matmul_flops(jaxpr) -> dict[str, int]:
+    """{operand dtype: FLOPs} of the convolutions and matrix products in a jaxpr (nested calls, custom
+    derivatives and loops included, a loop body once per trip): what torch's FlopCounterMode counts (XLA's
+    `cost_analysis` also counts elementwise work), split by the dtype they run in."""
+    from jax.extend import core as jax_core
+
     totals: dict[str, int] = {}
 
-    def walk(jaxpr, times: int):
-        for eqn in jaxpr.eqns:
+    def walk(j, times: int):
+        for eqn in j.eqns:
             if eqn.primitive.name in ("dot_general", "conv_general_dilated"):
                 dtype = str(eqn.invars[0].aval.dtype)
                 totals[dtype] = totals.get(dtype, 0) + times * _eqn_flops(eqn)
-            reps = int(eqn.params.get("length", 1)) if eqn.primitive.name == "scan" else 1
-            for sub in _sub_jaxprs(eqn.params):
-                walk(sub, times * reps)
+            trips = int(eqn.params.get("length", 1)) if eqn.primitive.name == "scan" else 1
+            for sub in jax_core.jaxprs_in_params(eqn.params):
+                walk(sub, times * trips)
 
-    walk(jax.make_jaxpr(fn)(*args).jaxpr, 1)
+    walk(jaxpr, 1)
     return totals
 
 
-__all__ = ["PRECISIONS", "cast_floats", "compute_dtype", "matmul_flops_by_dtype", "to_float32"]
+def matmul_flops_by_dtype(fn, *args) -> dict[str, int]:
+    """`jaxpr_matmul_flops` of what `fn(*args)` traces (forward and, if `fn` takes gradients, backward): what a
+    precision setting really runs in."""
+    return jaxpr_matmul_flops(jax.make_jaxpr(fn)(*args).jaxpr)
+
+
+__all__ = ["PRECISIONS", "cast_floats", "compute_dtype", "jaxpr_matmul_flops", "matmul_flops_by_dtype", "to_float32"]
