@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import threading
 from typing import Iterator
 
@@ -164,7 +165,21 @@ def _make_loader(source: Source, slot: _ErrorSlot, with_image: bool, decode: str
     return fast_decode.tf_loader(source, fast_decode.validate(source), python_load, with_image)
 
 
-def _finish(ds, tf, shape):
+def default_decode_workers() -> int:
+    """Parallel decoders when neither the caller nor `config.data.decode_workers` says: the host's cores less
+    two (the training loop, tf.data's own threads), at least 2 and at most 8; 2 on a 2-core machine."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 2
+    return max(2, min(8, cores - 2))
+
+
+def _workers(source: Source, num_parallel_calls: int | None) -> int:
+    return int(num_parallel_calls or source.decode_workers or default_decode_workers())
+
+
+def _finish(ds, tf, shape, workers: int = 2):
     def set_shape(batch):
         for k, v in batch.items():
             if k in ("label", "instance") and shape is not None:
@@ -175,7 +190,7 @@ def _finish(ds, tf, shape):
 
     options = tf.data.Options()
     options.deterministic = True
-    options.threading.private_threadpool_size = 4
+    options.threading.private_threadpool_size = max(4, workers + 2)
     options.threading.max_intra_op_parallelism = 1
     return ds.map(set_shape).prefetch(2).with_options(options)
 
@@ -193,10 +208,11 @@ def _jax_process():
 
 def train_dataset(source: Source, pp: Preprocess, global_batch: int, *, seed: int = 0, start_step: int = 0,
                   process_index: int | None = None, process_count: int | None = None,
-                  num_parallel_calls: int = 2, decode: str | None = None):
+                  num_parallel_calls: int | None = None, decode: str | None = None):
     """Endless training batches for this host: dicts of image float32[b,H,W,3] in [-1,1], label int32 and
     (if used) instance int32 [b,H,W], and `index` int64[b]; b = global_batch / process_count.
-    `decode`: 'python' or 'validated_tf' (same batches, see `fast_decode.py`); None: `source.decode`."""
+    `decode`: 'python' or 'validated_tf' (same batches, see `fast_decode.py`); None: `source.decode`.
+    `num_parallel_calls`: decoders; None: `source.decode_workers`, else `default_decode_workers()`."""
     tf = _tf()
     if process_index is None:
         process_index, process_count = _jax_process()
@@ -227,16 +243,17 @@ def train_dataset(source: Source, pp: Preprocess, global_batch: int, *, seed: in
         ex["index"] = index
         return ex
 
-    ds = ds.map(load_and_preprocess, num_parallel_calls=num_parallel_calls, deterministic=True)
+    workers = _workers(source, num_parallel_calls)
+    ds = ds.map(load_and_preprocess, num_parallel_calls=workers, deterministic=True)
     ds = ds.batch(local_batch, drop_remainder=True)
-    return _Batches(_finish(ds, tf, pp.output_size()), slot)
+    return _Batches(_finish(ds, tf, pp.output_size(), workers), slot)
 
 
 def eval_dataset(source: Source, pp: Preprocess, global_batch: int, *, process_index: int | None = None,
-                 process_count: int | None = None, with_image: bool = True, num_parallel_calls: int = 2,
+                 process_count: int | None = None, with_image: bool = True, num_parallel_calls: int | None = None,
                  indices=None, decode: str | None = None):
     """Every example (or every one of `indices`, in that order) exactly once over all hosts; padded entries
-    carry `mask` False and `index` -1. `decode` as for `train_dataset`."""
+    carry `mask` False and `index` -1. `decode` and `num_parallel_calls` as for `train_dataset`."""
     tf = _tf()
     if process_index is None:
         process_index, process_count = _jax_process()
@@ -264,9 +281,10 @@ def eval_dataset(source: Source, pp: Preprocess, global_batch: int, *, process_i
         return ex
 
     ds = tf.data.Dataset.from_tensor_slices(padded)
-    ds = ds.map(load_and_preprocess, num_parallel_calls=num_parallel_calls, deterministic=True)
+    workers = _workers(source, num_parallel_calls)
+    ds = ds.map(load_and_preprocess, num_parallel_calls=workers, deterministic=True)
     ds = ds.batch(local_batch, drop_remainder=True)
-    return _Batches(_finish(ds, tf, pp.output_size()), slot, steps)
+    return _Batches(_finish(ds, tf, pp.output_size(), workers), slot, steps)
 
 
 class _Batches:

@@ -101,6 +101,12 @@ def test_config_field_selects_the_path_and_is_checked(tmp_path):
     data.decode = "turbo"
     with pytest.raises(ValueError, match="'turbo'"):
         sources.get_source(data, "train")
+    data.decode, data.decode_workers = "python", 3
+    assert sources.get_source(data, "train").decode_workers == 3
+    assert 2 <= pipeline.default_decode_workers() <= 8
+    data.decode_workers = 0
+    with pytest.raises(ValueError, match="decode_workers"):
+        sources.get_source(data, "train")
 
 
 def _damage_label(path, value=250):

@@ -99,10 +99,12 @@ class Source:
     num_examples: int
     load: Callable[[int], dict]
     keys: Callable[[int], str]
-    # File sources: the examples' files (for the validated TF decode path, `data_pipelines/fast_decode.py`) and
-    # `config.data.decode` ('python' or 'validated_tf'), which the pipelines use unless told otherwise.
+    # File sources: the examples' files (for the validated TF decode path, `data_pipelines/fast_decode.py`);
+    # `config.data.decode` ('python' or 'validated_tf') and `config.data.decode_workers` (parallel decoders;
+    # None: pipeline.default_decode_workers()), which the pipelines use unless told otherwise.
     examples: tuple[Example, ...] | None = None
     decode: str = "python"
+    decode_workers: int | None = None
 
 
 def _custom_table(data) -> labels_lib.ClassTable:
@@ -166,13 +168,15 @@ def image_size(data) -> tuple[int, int]:
     return size
 
 
-def _file_source(spec: DatasetSpec, split: str, examples: list[Example], decode_mode: str = "python") -> Source:
+def _file_source(spec: DatasetSpec, split: str, examples: list[Example], decode_mode: str = "python",
+                 decode_workers: int | None = None) -> Source:
     from data_pipelines import decode
 
     def load(i: int) -> dict:
         return decode.load_example(examples[i], spec)
 
-    return Source(spec, split, len(examples), load, lambda i: examples[i].key, tuple(examples), decode_mode)
+    return Source(spec, split, len(examples), load, lambda i: examples[i].key, tuple(examples), decode_mode,
+                  decode_workers)
 
 
 def _scene_source(spec: DatasetSpec, split: str, data) -> Source:
@@ -233,7 +237,10 @@ def get_source(data, split: str) -> Source:
     else:
         from data_pipelines.sources import folders
         examples = folders.list_examples(root, split, with_instances=spec.use_instance)
-    return _file_source(spec, split, examples, decode_mode(data))
+    workers = data.get("decode_workers", None)
+    if workers is not None and int(workers) < 1:
+        raise ValueError(f"config.data.decode_workers must be at least 1, got {workers}.")
+    return _file_source(spec, split, examples, decode_mode(data), None if workers is None else int(workers))
 
 
 __all__ = ["DatasetError", "DatasetSpec", "Example", "PRESETS", "Preprocess", "Source", "dataset_spec",
