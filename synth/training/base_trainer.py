@@ -42,7 +42,8 @@ class BaseTrainer(abc.ABC):
     `train_step` (one step of its training method, from the host's side).
     """
 
-    def __init__(self, config, workdir: str, mesh=None, system: models.System | None = None):
+    def __init__(self, config, workdir: str, mesh=None, system: models.System | None = None, *, data: bool = True):
+        """`data=False` (a dry run) builds everything but the training data: nothing reads the dataset."""
         self.config, self.workdir = config, workdir
         self.mesh = sharding.make_mesh() if mesh is None else mesh
         sharding.check_batch_size(config.train.batch_size, self.mesh)
@@ -51,8 +52,8 @@ class BaseTrainer(abc.ABC):
         self.replicated = sharding.replicated(self.mesh)
         self.feature_note = None
         # Listing files reads no data; a batch larger than the split would never fill (drop_remainder).
-        self.train_source = sources.get_source(config.data, "train")
-        if self.train_source.num_examples < config.train.batch_size:
+        self.train_source = sources.get_source(config.data, "train") if data else None
+        if data and self.train_source.num_examples < config.train.batch_size:
             raise config_check.ConfigError(
                 f"config.train.batch_size = {config.train.batch_size}: must be <= the "
                 f"{self.train_source.num_examples} training examples of {config.data.name} "

@@ -15,8 +15,8 @@ from synth.training.base_trainer import BaseTrainer
 class GANTrainer(BaseTrainer):
     """Trains a GAN system: Adam on the generator side and on D (`optimizers.adam`), the shared step."""
 
-    def __init__(self, config, workdir: str, mesh=None, system=None):
-        super().__init__(config, workdir, mesh, system)
+    def __init__(self, config, workdir: str, mesh=None, system=None, *, data: bool = True):
+        super().__init__(config, workdir, mesh, system, data=data)
         self.tx_g = optimizers.adam(config.optim, config.train, "g")
         self.tx_d = optimizers.adam(config.optim, config.train, "d")
         schedules = tuple(optimizers.schedule(lr, config.train.num_steps, config.train.decay_start_step)

@@ -26,12 +26,12 @@ log = logging.getLogger("synth")
 class IMLETrainer(BaseTrainer):
     """Conditional IMLE's trainer: per epoch a pool with selected codes, then jitted inner steps on it."""
 
-    def __init__(self, config, workdir: str, mesh=None, system=None):
+    def __init__(self, config, workdir: str, mesh=None, system=None, *, data: bool = True):
         if jax.process_count() > 1:  # not built or tested across hosts (the pool is gathered on each host)
             raise distributed.DistributedError(
                 "Conditional IMLE's trainer runs in one process (any number of local devices); multi-process "
                 "training is built and tested for the GAN systems.")
-        super().__init__(config, workdir, mesh, system)
+        super().__init__(config, workdir, mesh, system, data=data)
         cfg = config.imle
         if self.system.trainer != "imle" or not self.system.noise_channels:
             raise ValueError(f"config.model.name {config.model.name!r} with num_noise "
@@ -54,7 +54,7 @@ class IMLETrainer(BaseTrainer):
         self._reinit = jax.jit(lambda state, epoch: imle_step.reinit_noise_encoder(self.system, self.tx, state, epoch),
                                static_argnums=1, donate_argnums=0, out_shardings=self.replicated)
         self.rarity = self.sampler = None
-        if cfg.rebalance_data or cfg.rebalance_loss:
+        if data and (cfg.rebalance_data or cfg.rebalance_loss):
             colours, self.rarity = rarity_cache.load_or_compute(
                 self.train_source, cache.root(), min_images=cfg.rarity_min_images,
                 skipped_score=cfg.rarity_skipped_score)

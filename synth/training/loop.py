@@ -15,23 +15,35 @@ TRAINERS: dict[str, type[BaseTrainer]] = {"gan": GANTrainer, "imle": IMLETrainer
 USER_ERRORS = errors.USER_ERRORS + (TrainingDiverged,)
 
 
-def make_trainer(config, workdir: str, mesh=None) -> BaseTrainer:
+def make_trainer(config, workdir: str, mesh=None, *, data: bool = True) -> BaseTrainer:
     """The trainer of the config's system; the whole config is validated first (`synth.config_check`), before
     any data is read or anything is compiled."""
     mesh = sharding.make_mesh() if mesh is None else mesh
     config_check.validate(config, devices=mesh.devices.size)
     system = models.build(config)
-    return TRAINERS[system.trainer](config, workdir, mesh, system)
+    return TRAINERS[system.trainer](config, workdir, mesh, system, data=data)
 
 
 def dry_run(config) -> dict:
-    """`train.py --dry_run`: the trainer built in a scratch directory, its step compiled, nothing trained."""
+    """`train.py --dry_run`: the trainer built in a scratch directory without its data (no dataset needed), its
+    step compiled, nothing trained."""
     import tempfile
 
+    import ml_collections as mlc
+
+    from synth.pretrained.files import MissingWeightsError
+
     with tempfile.TemporaryDirectory(prefix="synth-dry-run-") as workdir:
-        trainer = make_trainer(config, workdir)
+        note = None
         try:
-            return trainer.dry_run()
+            trainer = make_trainer(config, workdir, data=False)
+        except MissingWeightsError as e:  # the compiled step is the same with any weights of the paper's shape
+            config = mlc.ConfigDict(config.to_dict())
+            config.loss.vgg = "random"
+            note = f"compiled with a random VGG of the paper's structure: {str(e).split(':')[0]} was not found"
+            trainer = make_trainer(config, workdir, data=False)
+        try:
+            return trainer.dry_run() | ({"note": note} if note else {})
         finally:
             trainer.checkpointer.close()
 
