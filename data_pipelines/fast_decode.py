@@ -258,8 +258,13 @@ def tf_loader(source, validation: Validation, python_load, with_image: bool):
     instance16 = tf.constant(validation.instance16)
     lut = tf.constant(spec.table.raw_to_id.astype(np.int32))
 
+    # an example without an image file (label-only sets) leaves the TF path when images are wanted: the Python
+    # path names what is missing
+    usable = validation.fast & np.array([ex.image is not None or not with_image for ex in examples], bool)
+
     def still_valid(i):
-        return np.bool_(validation.still_valid(int(i)))
+        i = int(i)
+        return np.bool_(usable[i] and validation.still_valid(i))
 
     def tf_decode(i):
         out = {"label": tf.gather(lut, _tf_index(tf, tf.io.read_file(label_paths[i]), label16[i]))}

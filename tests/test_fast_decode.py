@@ -81,9 +81,10 @@ def test_both_paths_give_identical_batches(tmp_path, make, fast):
     pp = Preprocess("resize_and_crop", load_size=20, crop_size=12, flip=True)
     run = lambda decode, **kw: take(pipeline.train_dataset(  # noqa: E731
         src, pp, 2, seed=5, process_index=0, process_count=1, decode=decode, **kw), 4)
-    assert_same_batches(run("python"), run("validated_tf"))
+    python = run("python")
+    assert_same_batches(python, run("validated_tf"))
     # resumed at step 2, on the TF path: the batches 2 and 3 of the uninterrupted Python stream
-    assert_same_batches(run("python")[2:], run("validated_tf", start_step=2)[:2])
+    assert_same_batches(python[2:], run("validated_tf", start_step=2)[:2])
     eval_pp = sources.preprocess_of(data)
     ev = lambda decode: list(pipeline.eval_dataset(src, eval_pp, 2, process_index=0, process_count=1,  # noqa: E731
                                                    decode=decode))
