@@ -285,6 +285,8 @@ def test_encoded_codes_are_the_encoders_means_and_absent_classes_its_bias(tiny):
 
 def test_one_gan_step_trains_the_encoder_with_the_summed_kl(tiny):
     config, system, variables, _, layouts = tiny
+    config = config.copy_and_resolve_references()
+    config.train.reuse_fake_for_d = True  # one G forward less to compile; the G side's losses are the same
     tx_g, tx_d = optimizers.adam(config.optim, config.train, "g"), optimizers.adam(config.optim, config.train, "d")
     state = jax.jit(lambda k: gan_step.init_state(system, tx_g, tx_d, k, ema=False))(KEY)
     batch = {"label": jnp.asarray(np.stack([s.label for s in layouts]), jnp.int32),
@@ -295,7 +297,7 @@ def test_one_gan_step_trains_the_encoder_with_the_summed_kl(tiny):
     new, metrics = jax.jit(gan_step.make_gan_step(system, config, tx_g, tx_d, schedules))(state, batch)
     (mu, logvar), _ = apply(system.networks["e"], state["e"],
                             system.crops(batch["image"], system.conditioning(batch)), train=True)
-    np.testing.assert_allclose(metrics["g_kld"], 0.05 * losses.kl_divergence(mu, logvar), rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(metrics["g_kld"], 0.05 * losses.kl_divergence(mu, logvar), rtol=1e-4, atol=1e-9)
     assert mu.shape == (2, 2, 2, 96) and all(np.isfinite(float(v)) for v in metrics.values())
     moved = jax.tree.map(lambda a, b: bool((np.asarray(a) != b).any()), new["e"]["params"], before)
     assert all(jax.tree.leaves(moved))  # every encoder parameter is stepped with G
