@@ -26,7 +26,7 @@ Deviations:
 import ml_collections as mlc
 
 from configs.cimle_common import crn_model, imle_config
-from configs.common import parse_arg
+from configs.common import data_settings, parse_arg
 
 # Official objectid = [0, 2, 10, 19, 1] ('road', 'building', 'sky', 'other', 'sidewalk'), train.py:165.
 GTA_CYCLE_CLASSES = (0, 2, 10, 19, 1)
@@ -36,6 +36,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
     config = imle_config(epochs=16, cycle_classes=GTA_CYCLE_CLASSES)
     config.model = crn_model()
     config.data = mlc.ConfigDict(dict(
+        **data_settings(),
         name="gta5", root=parse_arg(arg, root="").root, use_instance=False, label_encoding="palette",
         preprocess=dict(mode="fixed", load_size=512, crop_size=512, aspect_ratio=2.0, flip=False)))
     config.loss.vgg = "matconvnet"

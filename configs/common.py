@@ -40,6 +40,14 @@ def parse_arg(arg: str | None, **spec) -> mlc.ConfigDict:
     return out
 
 
+def data_settings() -> dict:
+    """The data fields every dataset shares, at their defaults: `decode` ("python": every file through the checks
+    that name bad files; "validated_tf": files validated once, cached, then decoded by TF ops,
+    `data_pipelines/fast_decode.py`) and `decode_workers` (parallel decoders; None: the host's cores less two,
+    2 to 8)."""
+    return dict(decode="python", decode_workers=None)
+
+
 def accelerator_settings() -> dict:
     """The train fields that decide how a step uses a device, at their faithful defaults: `precision` ("float32" or
     "bfloat16": `synth.precision`), `remat` ("none", "blocks" or "full": `synth.training.remat`) and `shard_state`

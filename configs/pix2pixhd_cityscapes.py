@@ -24,7 +24,7 @@ Deviations, named: the learning rate decays per step, not per epoch (as every sy
 
 import ml_collections as mlc
 
-from configs.common import accelerator_settings, parse_arg
+from configs.common import accelerator_settings, data_settings, parse_arg
 
 TRAIN_IMAGES = 2975
 
@@ -65,6 +65,6 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
         config.model = pix2pixhd_model(netG="local", ngf=32, num_D=3, features=a.features)
         config.update(pix2pixhd_training(steps_per_epoch=TRAIN_IMAGES, niter=50, niter_decay=50, fix_epochs=10))
     width = 2 * a.res  # 'scale_width' to 1024 (512p) or the native 2048 ('none', 1024p): aspect 2
-    config.data = mlc.ConfigDict(dict(name="cityscapes", root=a.root, use_instance=True, preprocess=dict(
+    config.data = mlc.ConfigDict(dict(**data_settings(), name="cityscapes", root=a.root, use_instance=True, preprocess=dict(
         mode="fixed", load_size=width, crop_size=width, aspect_ratio=2.0, flip=True)))
     return config

@@ -22,7 +22,7 @@ Argument (comma separated): `tiny` (tests: 32x32, ngf 4, ndf 4, 8-wide predictor
 import ml_collections as mlc
 
 from configs.ccfpse_common import ccfpse_model
-from configs.common import accelerator_settings, parse_arg
+from configs.common import accelerator_settings, data_settings, parse_arg
 
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
@@ -31,6 +31,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
     config.model = ccfpse_model(ngf=16, ndf=32, cc_hidden=32, spade_hidden=32, use_vae=a.vae,
                                 encoder_input_size=64)
     config.data = mlc.ConfigDict(dict(
+        **data_settings(),
         name="scenes", root="", use_instance=True,
         scenes=dict(height=64, width=64, seed=0, num_train=20000, num_val=64),
         preprocess=dict(flip=True)))

@@ -13,7 +13,7 @@ loss rebalancing), `random_vgg` (random-weight distance network: no files at all
 import ml_collections as mlc
 
 from configs.cimle_common import crn_model, imle_config
-from configs.common import parse_arg
+from configs.common import data_settings, parse_arg
 
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
@@ -22,6 +22,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
                          chunk=5, select_batch=16)
     config.model = crn_model(widths=(32, 32, 32, 32, 16), noise_width=32)
     config.data = mlc.ConfigDict(dict(
+        **data_settings(),
         name="scenes", root="", use_instance=False,
         scenes=dict(height=64, width=64, seed=0, num_train=4000, num_val=64),
         preprocess=dict(flip=False)))

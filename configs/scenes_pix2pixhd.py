@@ -13,7 +13,7 @@ Arguments (comma separated): `tiny` (tests: 32x32, ngf 4, ndf 4, 2 downsamplings
 
 import ml_collections as mlc
 
-from configs.common import parse_arg
+from configs.common import data_settings, parse_arg
 from configs.pix2pixhd_cityscapes import pix2pixhd_model, pix2pixhd_training
 
 
@@ -23,6 +23,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
     config.model = pix2pixhd_model(ngf=16, ndf=32, features=a.features, nef=8)
     config.update(pix2pixhd_training(steps_per_epoch=1000, niter=1, niter_decay=1))
     config.data = mlc.ConfigDict(dict(
+        **data_settings(),
         name="scenes", root="", use_instance=True,
         scenes=dict(height=64, width=64, seed=0, num_train=20000, num_val=64),
         preprocess=dict(flip=True)))

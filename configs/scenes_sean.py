@@ -14,7 +14,7 @@ Arguments (comma separated): `tiny` (tests: 32x32, ngf 4, ndf 4, 8-d codes, a 2-
 
 import ml_collections as mlc
 
-from configs.common import parse_arg
+from configs.common import data_settings, parse_arg
 from configs.sean_common import sean_model, sean_training
 
 
@@ -24,6 +24,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
     config.model = sean_model(ngf=16, ndf=32, style_dim=64, spade_hidden=64, per_class_layers="data")
     config.update(sean_training(steps_per_epoch=1000, niter=1, niter_decay=1, batch_size=8))
     config.data = mlc.ConfigDict(dict(
+        **data_settings(),
         name="scenes", root="", use_instance=False,
         scenes=dict(height=64, width=64, seed=0, num_train=20000, num_val=64),
         preprocess=dict(flip=True)))

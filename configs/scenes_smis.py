@@ -19,7 +19,7 @@ at 32x32 the latent grid would be 1x1, where the encoder's last InstanceNorm lea
 
 import ml_collections as mlc
 
-from configs.common import parse_arg
+from configs.common import data_settings, parse_arg
 from configs.smis_common import smis_model, smis_training
 
 
@@ -30,6 +30,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
                               num_upsampling_layers="normal", ndf=32, n_layers_D=3)
     config.update(smis_training(batch_size=8, steps_per_epoch=1000, niter=1, niter_decay=1))
     config.data = mlc.ConfigDict(dict(
+        **data_settings(),
         name="scenes", root="", use_instance=True,
         scenes=dict(height=64, width=64, seed=0, num_train=20000, num_val=64),
         preprocess=dict(flip=True)))

@@ -12,7 +12,7 @@ Argument (comma separated): `tiny` (tests: 32x32, ngf 4, ndf 4, a 2-layer discri
 
 import ml_collections as mlc
 
-from configs.common import accelerator_settings, parse_arg, spade_model
+from configs.common import accelerator_settings, data_settings, parse_arg, spade_model
 
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
@@ -20,6 +20,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
     config = mlc.ConfigDict()
     config.model = spade_model(ngf=16, ndf=32, spade_hidden=64, n_layers_D=3)
     config.data = mlc.ConfigDict(dict(
+        **data_settings(),
         name="scenes", root="", use_instance=True,
         scenes=dict(height=64, width=64, seed=0, num_train=20000, num_val=64),
         preprocess=dict(flip=True)))

@@ -12,7 +12,7 @@ import dataclasses
 
 import ml_collections as mlc
 
-from configs.common import parse_arg
+from configs.common import data_settings, parse_arg
 from configs.sean_common import sean_model, sean_training
 from data_pipelines.sources import PRESETS
 
@@ -24,6 +24,6 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
     config = mlc.ConfigDict()
     config.model = sean_model(per_class_layers="data")
     config.update(sean_training(steps_per_epoch=TRAIN_IMAGES // a.batch, batch_size=a.batch))
-    config.data = mlc.ConfigDict(dict(name="ade20k", root=a.root, use_instance=PRESETS["ade20k"]["use_instance"],
+    config.data = mlc.ConfigDict(dict(**data_settings(), name="ade20k", root=a.root, use_instance=PRESETS["ade20k"]["use_instance"],
                                       preprocess=dataclasses.asdict(PRESETS["ade20k"]["preprocess"])))
     return config

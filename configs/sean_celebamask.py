@@ -11,7 +11,7 @@ Usage: --config configs/sean_celebamask.py:root=DIR[,batch=2]
 
 import ml_collections as mlc
 
-from configs.common import parse_arg
+from configs.common import data_settings, parse_arg
 from configs.sean_common import sean_model, sean_training
 
 TRAIN_IMAGES = 28000
@@ -22,6 +22,6 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
     config = mlc.ConfigDict()
     config.model = sean_model()
     config.update(sean_training(steps_per_epoch=TRAIN_IMAGES // a.batch, batch_size=a.batch))
-    config.data = mlc.ConfigDict(dict(name="celebamask_hq", root=a.root, use_instance=False, preprocess=dict(
+    config.data = mlc.ConfigDict(dict(**data_settings(), name="celebamask_hq", root=a.root, use_instance=False, preprocess=dict(
         mode="resize_and_crop", load_size=286, crop_size=256, aspect_ratio=1.0, flip=True)))
     return config

@@ -23,6 +23,8 @@ running statistics are official buffers that no forward reads) is left out, and 
 
 import ml_collections as mlc
 
+from configs.common import accelerator_settings
+
 
 def sean_model(**overrides) -> mlc.ConfigDict:
     """Every field the SEAN system reads, at the official defaults."""
@@ -39,7 +41,8 @@ def sean_training(*, steps_per_epoch: int, niter: int = 50, niter_decay: int = 5
     train = mlc.ConfigDict(dict(
         batch_size=batch_size, num_steps=(niter + niter_decay) * steps_per_epoch,
         decay_start_step=niter * steps_per_epoch, seed=0, max_seconds=0.0, log_every=100, image_every=2000,
-        checkpoint_every=5000, keep_checkpoints=3, ema_decay=0.0, reuse_fake_for_d=False, eval_batches=16))
+        checkpoint_every=5000, keep_checkpoints=3, ema_decay=0.0, reuse_fake_for_d=False, eval_batches=16,
+        **accelerator_settings()))
     optim = mlc.ConfigDict(dict(lr_g=1e-4, lr_d=4e-4, b1=0.0, b2=0.9))
     loss = mlc.ConfigDict(dict(gan_mode="hinge", lambda_feat=10.0, feat_mode="spade", lambda_vgg=10.0,
                                vgg="torchvision", vgg_path=""))

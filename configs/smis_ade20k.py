@@ -9,7 +9,7 @@ import dataclasses
 
 import ml_collections as mlc
 
-from configs.common import parse_arg
+from configs.common import data_settings, parse_arg
 from configs.smis_common import smis_model, smis_training
 from data_pipelines.sources import PRESETS
 
@@ -21,6 +21,6 @@ def get_config(arg=None):
     config = mlc.ConfigDict()
     config.model = smis_model(netG="ade20k", ngf=64, nef=604, ade20k_up_4=a.up_4)
     config.update(smis_training(batch_size=4, steps_per_epoch=TRAIN_IMAGES // 4, niter=100, niter_decay=100))
-    config.data = mlc.ConfigDict(dict(name="ade20k", root=a.root, use_instance=False,
+    config.data = mlc.ConfigDict(dict(**data_settings(), name="ade20k", root=a.root, use_instance=False,
                                       preprocess=dataclasses.asdict(PRESETS["ade20k"]["preprocess"])))
     return config

@@ -16,6 +16,8 @@ dontcare channel, would fail on it); the ADE20K generator's unused `up_4` is lef
 
 import ml_collections as mlc
 
+from configs.common import accelerator_settings
+
 
 def smis_model(**overrides) -> mlc.ConfigDict:
     """Every field the SMIS system reads (the official defaults; netG and nef per dataset)."""
@@ -32,7 +34,8 @@ def smis_training(*, batch_size: int, steps_per_epoch: int, niter: int, niter_de
     train = mlc.ConfigDict(dict(
         batch_size=batch_size, num_steps=(niter + niter_decay) * steps_per_epoch,
         decay_start_step=niter * steps_per_epoch, seed=0, max_seconds=0.0, log_every=100, image_every=2000,
-        checkpoint_every=5000, keep_checkpoints=3, ema_decay=0.0, reuse_fake_for_d=False, eval_batches=16))
+        checkpoint_every=5000, keep_checkpoints=3, ema_decay=0.0, reuse_fake_for_d=False, eval_batches=16,
+        **accelerator_settings()))
     optim = mlc.ConfigDict(dict(lr_g=1e-4, lr_d=4e-4, b1=0.0, b2=0.9))
     loss = mlc.ConfigDict(dict(gan_mode="hinge", lambda_feat=10.0, feat_mode="spade", lambda_vgg=10.0,
                                vgg="torchvision", vgg_path="", lambda_kld=0.05))

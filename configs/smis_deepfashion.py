@@ -9,7 +9,7 @@ test/, cihp_test_mask/: data_pipelines/sources/deepfashion.py). The official exa
 
 import ml_collections as mlc
 
-from configs.common import parse_arg
+from configs.common import data_settings, parse_arg
 from configs.smis_common import smis_model, smis_training
 
 
@@ -18,6 +18,6 @@ def get_config(arg=None):
     config = mlc.ConfigDict()
     config.model = smis_model(netG="deepfashion", ngf=160, nef=256)
     config.update(smis_training(batch_size=8, steps_per_epoch=a.train_images // 8, niter=60, niter_decay=40))
-    config.data = mlc.ConfigDict(dict(name="deepfashion", root=a.root, use_instance=False, preprocess=dict(
+    config.data = mlc.ConfigDict(dict(**data_settings(), name="deepfashion", root=a.root, use_instance=False, preprocess=dict(
         mode="resize_and_crop", load_size=256, crop_size=256, aspect_ratio=1.0, flip=True)))
     return config

@@ -14,7 +14,7 @@ import dataclasses
 
 import ml_collections as mlc
 
-from configs.common import accelerator_settings
+from configs.common import accelerator_settings, data_settings
 from data_pipelines.sources import PRESETS
 
 BATCH_SIZE = 32
@@ -26,7 +26,7 @@ def paper_config(*, name: str, root: str, train_images: int, epochs: int, model:
     config = mlc.ConfigDict()
     model.use_vae = use_vae
     config.model = model
-    config.data = mlc.ConfigDict(dict(name=name, root=root, use_instance=PRESETS[name]["use_instance"],
+    config.data = mlc.ConfigDict(dict(**data_settings(), name=name, root=root, use_instance=PRESETS[name]["use_instance"],
                                       preprocess=dataclasses.asdict(PRESETS[name]["preprocess"])))
     config.train = mlc.ConfigDict(dict(
         batch_size=BATCH_SIZE, num_steps=epochs * steps_per_epoch,

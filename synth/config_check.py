@@ -55,6 +55,9 @@ RULES: dict[str, Rule] = {
     "loss.lambda_kld": NON_NEGATIVE,
     "loss.vgg": one_of("torchvision", "caffe", "matconvnet", "hed", "random"),  # synth.pretrained.vgg.VARIANTS
     "data.use_instance": BOOLEAN,
+    "data.decode": one_of("python", "validated_tf"),  # data_pipelines.fast_decode
+    "data.decode_workers": Rule(lambda v: v is None or (is_int(v) and v >= 1), "None (the host's cores) or an "
+                                "integer >= 1"),
     "data.label_encoding": one_of("index", "palette"),
     "data.num_classes": integer(1),
     "data.ignore_id": integer(0),

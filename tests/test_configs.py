@@ -39,6 +39,10 @@ def test_every_config_uses_the_shared_parser_and_builds_its_system(name):
     with pytest.raises(ValueError, match="Unknown config argument 'no_such_argument'; this config takes"):
         module.get_config("no_such_argument")
     config = module.get_config()
+    # The shared fields exist in every config (a locked config takes --config.<field>= only for fields it has)
+    from configs.common import accelerator_settings, data_settings
+    assert {k: config.train[k] for k in accelerator_settings()} == accelerator_settings()
+    assert {k: config.data[k] for k in data_settings()} == data_settings()
     system = models.build(config)
     shapes = jax.eval_shape(system.init, jax.random.key(0))
     assert set(system.generator_side) <= set(shapes) and "g" in shapes
