@@ -126,7 +126,7 @@ class ACE(nn.Module):
         actv = nn.relu(Conv(self.spade_hidden, k, name="mlp_shared")(seg))
         k_g, b_g = ConvParams(c, k, name="mlp_gamma")(actv.shape[-1])
         k_b, b_b = ConvParams(c, k, name="mlp_beta")(actv.shape[-1])
-        gb = conv_stride1(actv, jnp.concatenate([k_g, k_b], -1).astype(x.dtype), pad) + jnp.concatenate([b_g, b_b])
+        gb = conv_stride1(actv, jnp.concatenate([k_g, k_b], -1).astype(x.dtype), pad) + jnp.concatenate([b_g, b_b]).astype(x.dtype)
         gamma, beta = gb[..., :c], gb[..., c:]
 
         if self.styled:
@@ -142,7 +142,7 @@ class ACE(nn.Module):
             k_sg, b_sg = ConvParams(c, k, name="conv_gamma")(d)
             k_sb, b_sb = ConvParams(c, k, name="conv_beta")(d)
             gb_s = conv_stride1(middle, jnp.concatenate([k_sg, k_sb], -1).astype(x.dtype), pad) \
-                + jnp.concatenate([b_sg, b_sb])
+                + jnp.concatenate([b_sg, b_sb]).astype(x.dtype)
             a_g = jax.nn.sigmoid(blending_gamma).astype(x.dtype)
             a_b = jax.nn.sigmoid(blending_beta).astype(x.dtype)
             gamma = a_g * gb_s[..., :c] + (1 - a_g) * gamma
