@@ -5,7 +5,8 @@ Trains `scenes_smis` for --seconds (or loads --workdir's checkpoints with --seco
 layouts that hold scored cars: one base code set per layout and --draws images that redraw the car codes only
 (`synth.generate.resample_classes(model, layout, [car], key)`, the official `--test_mask`). Every image's modes
 (global lighting; each car's, building's and tree's colour mode) are read back, and for each object class the
-rate at which an instance's mode differs from its mode in the first image of the set is reported. Resampling
+rate at which an instance's mode differs from its mode in the first image of the set is reported, with the mean
+absolute pixel change (0..255) inside and outside the resampled classes' pixels. Resampling
 the car class should change car modes often and the other classes' modes (and the lighting) rarely. As a
 control, the same with every class redrawn (`all_classes`): there the other classes change too.
 
@@ -38,9 +39,14 @@ def change_rates(model, layouts, classes, draws: int, seed: int) -> dict:
     changed = {n: 0 for n in names.values()} | {"global": 0}
     scored = {n: 0 for n in names.values()} | {"global": 0}
     unknown = {n: 0 for n in names.values()}
+    inside, outside = [], []  # mean |pixel change| (0..255) against the first image, in / outside those classes
     for i, s in enumerate(layouts):
         images = generate.resample_classes(model, s.label, classes, jax.random.fold_in(jax.random.key(seed), i),
                                            n=draws, instance=s.instance)
+        change = np.abs(images[1:].astype(np.float64) - images[:1]).mean(-1)
+        mask = np.isin(s.label, classes)
+        inside += [change[:, mask].mean()] if mask.any() else []
+        outside += [change[:, ~mask].mean()] if (~mask).any() else []
         assigned = [modes.classify_scene(img, s) for img in images]
         first = {o.instance_id: o.mode for o in assigned[0].objects}
         for a in assigned[1:]:
@@ -54,9 +60,12 @@ def change_rates(model, layouts, classes, draws: int, seed: int) -> dict:
                     continue
                 scored[name] += 1
                 changed[name] += int(o.mode != first[o.instance_id])
-    return {n: {"pairs": scored[n], "changed": changed[n],
-                "change_rate": round(changed[n] / scored[n], 3) if scored[n] else None,
-                **({"unclassified": unknown[n]} if n in unknown else {})} for n in scored}
+    out = {n: {"pairs": scored[n], "changed": changed[n],
+               "change_rate": round(changed[n] / scored[n], 3) if scored[n] else None,
+               **({"unclassified": unknown[n]} if n in unknown else {})} for n in scored}
+    out["pixel_change"] = {"inside_resampled_classes": round(float(np.mean(inside)), 2) if inside else None,
+                           "outside": round(float(np.mean(outside)), 2) if outside else None}
+    return out
 
 
 def main():
