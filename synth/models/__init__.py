@@ -11,8 +11,8 @@ from synth.models.discriminators import Judgement, MultiscaleDiscriminator, NLay
 from synth.models.encoder import ConvEncoder
 from synth.models.fpse import FPSEDiscriminator
 from synth.models.pix2pixhd import Pix2PixHDSystem
-from synth.models.smis import SMISSystem
 from synth.models.sean import SEANGenerator, SEANSystem
+from synth.models.smis import SMISSystem
 from synth.models.spade import SPADEGenerator, SPADEResnetBlock, SPADESystem, latent_size
 
 SYSTEMS: dict[str, type[System]] = {
@@ -49,5 +49,5 @@ def networks(model_config, height: int, width: int) -> dict:
 
 __all__ = ["SYSTEMS", "CCFPSEGenerator", "CCFPSESystem", "CIMLESystem", "CRNGenerator", "ConvEncoder",
            "FPSEDiscriminator", "GANSystem", "IMLESystem", "Judgement", "MultiscaleDiscriminator",
-           "NLayerDiscriminator", "Pix2PixHDSystem", "SEANGenerator", "SEANSystem", "SPADEGenerator", "SPADEResnetBlock", "SPADESystem", "System", "build",
-           "latent_size", "networks", "system_class"]
+           "NLayerDiscriminator", "Pix2PixHDSystem", "SEANGenerator", "SEANSystem", "SMISSystem", "SPADEGenerator",
+           "SPADEResnetBlock", "SPADESystem", "System", "build", "latent_size", "networks", "system_class"]
