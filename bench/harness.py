@@ -245,3 +245,42 @@ def speedups(entry: dict, official_key: str = "official_pytorch") -> None:
         if "generator_forward_s" in entry[k] and official.get("generator_forward_s"):
             entry[k]["forward_speedup_vs_official"] = round(
                 official["generator_forward_s"] / entry[k]["generator_forward_s"], 2)
+
+
+# ------------------------------------------------------------------------------------------------ parity benches
+
+def parity_main(doc: str, *, repo: str, env_var: str, default_root: str, settings: dict, default_setting: str,
+                run_torch, compare, worst, info_key: str = "official") -> None:
+    """The command line and loop every parity bench shares: for each setting, `run_torch(torch_python, root, tmp,
+    setting, threads)` (the official code writes its outputs to tmp; returns what it reports, kept under
+    `info_key`), `compare(tmp, setting)` (our outputs against them: a report), `worst(report)` (its largest
+    difference); prints the JSON and exits 1 when a setting is not within --tolerance."""
+    import argparse
+    import tempfile
+
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--root", default=os.environ.get(env_var, default_root),
+                   help=f"a checkout of {repo} (default ${env_var} or {default_root})")
+    p.add_argument("--torch-python", default=sys.executable, help="a Python with torch (default: this one)")
+    p.add_argument("--settings", default=default_setting, help="comma-separated: " + ",".join(settings))
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--tolerance", type=float, default=1e-4)
+    args = p.parse_args()
+    results, ok = header(), True
+    for name in args.settings.split(","):
+        setting = settings[name]
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.time()
+            info = run_torch(args.torch_python, args.root, tmp, setting, args.threads)
+            t1 = time.time()
+            report = compare(tmp, setting)
+            t2 = time.time()
+        report["max_abs_diff"] = worst(report)
+        report["pass"] = report["max_abs_diff"] < args.tolerance
+        ok &= report["pass"]
+        report.update({"setting": setting, info_key: info, "torch_s": round(t1 - t0, 1),
+                       "jax_s": round(t2 - t1, 1)})
+        results[name] = report
+    results["tolerance"] = args.tolerance
+    print(json.dumps(results, indent=2))
+    sys.exit(0 if ok else 1)

@@ -21,13 +21,8 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import subprocess
-import sys
-import tempfile
-import time
 
 import harness
 
@@ -145,32 +140,11 @@ def compare(out: str, setting: dict) -> dict:
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--root", default=os.environ.get("PIX2PIXHD_ROOT", "/tmp/pix2pixhd_ref"),
-                   help="a checkout of NVIDIA/pix2pixHD (default $PIX2PIXHD_ROOT or /tmp/pix2pixhd_ref)")
-    p.add_argument("--torch-python", default=sys.executable, help="a Python with torch (default: this one)")
-    p.add_argument("--settings", default="small", help="comma-separated: " + ",".join(SETTINGS))
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    p.add_argument("--tolerance", type=float, default=1e-4)
-    args = p.parse_args()
-    results, ok = harness.header(), True
-    for name in args.settings.split(","):
-        setting = SETTINGS[name]
-        with tempfile.TemporaryDirectory() as tmp:
-            t0 = time.time()
-            info = run_torch(args.torch_python, args.root, tmp, setting, args.threads)
-            t1 = time.time()
-            report = compare(tmp, setting)
-            t2 = time.time()
-        report["max_abs_diff"] = max(report[k]["max_abs_diff"] for k in ("global", "local", "discriminator",
-                                                                         "encoder"))
-        report["pass"] = report["max_abs_diff"] < args.tolerance
-        ok &= report["pass"]
-        report.update(setting=setting, official_params=info, torch_s=round(t1 - t0, 1), jax_s=round(t2 - t1, 1))
-        results[name] = report
-    results["tolerance"] = args.tolerance
-    print(json.dumps(results, indent=2))
-    sys.exit(0 if ok else 1)
+    harness.parity_main(__doc__, repo="NVIDIA/pix2pixHD", env_var="PIX2PIXHD_ROOT", default_root="/tmp/pix2pixhd_ref",
+                        settings=SETTINGS, default_setting="small", run_torch=run_torch, compare=compare,
+                        worst=lambda r: max(r[k]["max_abs_diff"] for k in ("global", "local", "discriminator",
+                                                                           "encoder")),
+                        info_key="official_params")
 
 
 if __name__ == "__main__":

@@ -25,13 +25,9 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
-import sys
-import tempfile
-import time
 
 import harness
 
@@ -205,31 +201,9 @@ NETWORKS = ("g_train", "g_train_state", "g_eval", "style_codes", "d_eval")
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--root", default=os.environ.get("SEAN_ROOT", "/tmp/sean_ref"),
-                   help="a checkout of ZPdesu/SEAN (default $SEAN_ROOT or /tmp/sean_ref)")
-    p.add_argument("--torch-python", default=sys.executable, help="a Python with torch (default: this one)")
-    p.add_argument("--settings", default="tiny", help="comma-separated: " + ",".join(SETTINGS))
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    p.add_argument("--tolerance", type=float, default=1e-4)
-    args = p.parse_args()
-    results, ok = harness.header(), True
-    for name in args.settings.split(","):
-        setting = SETTINGS[name]
-        with tempfile.TemporaryDirectory() as tmp:
-            t0 = time.time()
-            info = run_torch(args.torch_python, args.root, tmp, setting, args.threads)
-            t1 = time.time()
-            report = compare(tmp, setting)
-            t2 = time.time()
-        report["max_abs_diff"] = max(report[k]["max_abs_diff"] for k in NETWORKS)
-        report["pass"] = report["max_abs_diff"] < args.tolerance
-        ok &= report["pass"]
-        report.update(setting=setting, official=info, torch_s=round(t1 - t0, 1), jax_s=round(t2 - t1, 1))
-        results[name] = report
-    results["tolerance"] = args.tolerance
-    print(json.dumps(results, indent=2))
-    sys.exit(0 if ok else 1)
+    harness.parity_main(__doc__, repo="ZPdesu/SEAN", env_var="SEAN_ROOT", default_root="/tmp/sean_ref",
+                        settings=SETTINGS, default_setting="tiny", run_torch=run_torch, compare=compare,
+                        worst=lambda r: max(r[k]["max_abs_diff"] for k in NETWORKS))
 
 
 if __name__ == "__main__":

@@ -27,13 +27,9 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
-import sys
-import tempfile
-import time
 
 import harness
 
@@ -257,38 +253,18 @@ def compare(out: str, setting: dict) -> dict:
     return report
 
 
+def worst(report: dict) -> float:
+    g, d = report["generator"], report["discriminator"]
+    return max([g[k] for k in ("max_abs_diff", "train_out_max_abs_diff", "train_running_stats_max_abs_diff",
+                               "train_spectral_uv_max_abs_diff")]
+               + [report["crops"]["max_abs_diff"], report["encoder"]["max_abs_diff"]]
+               + [d[k] for k in ("max_abs_diff", "train_max_abs_diff", "train_spectral_uv_max_abs_diff")])
+
+
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--root", default=os.environ.get("SMIS_ROOT", "/tmp/smis_ref"),
-                   help="a checkout of Seanseattle/SMIS (default $SMIS_ROOT or /tmp/smis_ref)")
-    p.add_argument("--torch-python", default=sys.executable, help="a Python with torch (default: this one)")
-    p.add_argument("--settings", default="tiny256", help="comma-separated: " + ",".join(SETTINGS))
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    p.add_argument("--tolerance", type=float, default=1e-4)
-    args = p.parse_args()
-    results, ok = harness.header(), True
-    for name in args.settings.split(","):
-        setting = SETTINGS[name]
-        with tempfile.TemporaryDirectory() as tmp:
-            t0 = time.time()
-            info = run_torch(args.torch_python, args.root, tmp, setting, args.threads)
-            t1 = time.time()
-            report = compare(tmp, setting)
-            t2 = time.time()
-        g = report["generator"]
-        diffs = [g[k] for k in ("max_abs_diff", "train_out_max_abs_diff", "train_running_stats_max_abs_diff",
-                                "train_spectral_uv_max_abs_diff")]
-        diffs += [report["crops"]["max_abs_diff"], report["encoder"]["max_abs_diff"]]
-        diffs += [report["discriminator"][k] for k in ("max_abs_diff", "train_max_abs_diff",
-                                                       "train_spectral_uv_max_abs_diff")]
-        report["max_abs_diff"] = max(diffs)
-        report["pass"] = report["max_abs_diff"] < args.tolerance
-        ok &= report["pass"]
-        report.update(setting=setting, official=info, torch_s=round(t1 - t0, 1), jax_s=round(t2 - t1, 1))
-        results[name] = report
-    results["tolerance"] = args.tolerance
-    print(json.dumps(results, indent=2))
-    sys.exit(0 if ok else 1)
+    harness.parity_main(__doc__, repo="Seanseattle/SMIS", env_var="SMIS_ROOT", default_root="/tmp/smis_ref",
+                        settings=SETTINGS, default_setting="tiny256", run_torch=run_torch, compare=compare,
+                        worst=worst)
 
 
 if __name__ == "__main__":
