@@ -104,7 +104,7 @@ def test_smis_diversity_protocol_scores_and_resumes(smis, tmp_path, monkeypatch)
     assert scores["num_layouts"] == 3 and scores["samples_per_layout"] == 2
     assert scores["mCSD"] > 0 and np.isfinite(scores["mOCD"])
     assert set(scores["class_names"].values()) <= set(scenes.CLASSES)
-    assert results["protocol"]["min_class_pixels"] == 11  # 1% of 32x32, rounded up
+    assert results["protocol"]["min_class_pixels"] == int(np.ceil(0.01 * smis.height * smis.width))  # 1%, up
     assert results["resume"] == {"chunks": 2, "chunks_computed": 2}
     again = evaluation.run_model(smis, "smis-diversity-v1", str(tmp_path), lpips_weights=weights,
                                  samples_per_layout=2, diversity_layouts=3)
