@@ -92,9 +92,9 @@ class BaseTrainer(abc.ABC):
         where = sharding_ or sharding.batch_sharding(self.mesh)
         return {k: jax.ShapeDtypeStruct(shapes[k][0], np.dtype(shapes[k][1]), sharding=where) for k in keys}
 
+    @abc.abstractmethod
     def step_arguments(self) -> tuple:
         """Abstract arguments of `self.step` (shapes, dtypes, shardings): what `dry_run` compiles."""
-        raise NotImplementedError
 
     def dry_run(self) -> dict:
         """Compiles one training step for the configured global batch on the current backend, runs nothing:
