@@ -172,3 +172,27 @@ def test_sharded_state_equals_replicated_with_an_eighth_of_the_bytes(tmp_path):
     assert rep_r["parameters"] == rep_s["parameters"] and rep_r["parameters"]["g"] > 0
     assert rep_r["flops_per_step"] > 0 and rep_r["devices"] == 8 and rep_s["shard_state"]
     assert rep_r["bytes_per_device"]["arguments"] / rep_s["bytes_per_device"]["arguments"] > 3
+
+
+def test_train_py_dry_run_needs_neither_the_dataset_nor_the_weights(tmp_path):
+    """The papers' Cityscapes config, narrowed, with no Cityscapes on disk and no VGG-19 file: the step compiles
+    and the report says what stood in for the missing perceptual network."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, SYNTH_WEIGHTS_DIR=str(tmp_path / "no_weights"), XLA_FLAGS="")
+    out = subprocess.run([sys.executable, "train.py", "--config", "configs/spade_cityscapes.py", "--dry_run",
+                          "--config.model.ngf=4", "--config.model.ndf=4", "--config.train.batch_size=1",
+                          "--config.train.precision=bfloat16"],
+                         cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout[out.stdout.index("{"):])
+    assert (report["dataset"], report["image_size"], report["global_batch"]) == ("cityscapes", [256, 512], 1)
+    assert report["precision"] == "bfloat16" and report["devices"] == 1
+    assert report["parameters"]["g"] > 0 and report["flops_per_step"] > 1e9
+    assert report["bytes_per_device"]["arguments"] > 0 and report["bytes_per_device"]["temporaries"] > 0
+    assert "random VGG of the paper's structure" in report["note"]
+    assert not any(tmp_path.iterdir())  # nothing written: no workdir, no converted weights
