@@ -63,10 +63,17 @@ log = logging.getLogger(__name__)
 # Config fields (dotted paths; everything below a listed section counts too) that may legitimately differ
 # between a run and its resume.
 # Those that change neither the model nor the data order: the budget (steps, time), what is logged and kept, and
-# how the step uses memory (remat recomputes the same values; shard_state lays the same state out differently).
+# how the step uses memory (remat recomputes the same values; shard_state lays the same state out differently), and
+# how files are decoded (both paths give the same batches).
 RESUMABLE_FIELDS: tuple[str, ...] = ("train.num_steps", "train.max_seconds", "train.log_every", "train.image_every",
                                      "train.checkpoint_every", "train.keep_checkpoints", "train.eval_batches",
-                                     "train.remat", "train.shard_state", "workdir")
+                                     "train.remat", "train.shard_state", "data.decode", "data.decode_workers",
+                                     "workdir")
+
+# Config fields added after runs were written, with the value that reproduces what those runs did: a stored config
+# without the field equals a current one holding this value (older runs resume; a different value is a mismatch).
+ADDED_FIELDS: dict[str, Any] = {"train.precision": "float32", "train.remat": "none", "train.shard_state": False,
+                                "data.decode": "python", "data.decode_workers": None}
 
 _STATE = "state"
 _META = "meta"
@@ -130,12 +137,16 @@ def _is_resumable(path: str, resumable: Iterable[str]) -> bool:
 def config_differences(stored: Mapping, current: Any,
                        resumable: Iterable[str] = RESUMABLE_FIELDS) -> list[tuple[str, Any, Any]]:
     """(dotted path, stored value, current value) for each config field that differs, leaving out the
-    fields under `resumable`. A field that exists on only one side shows as "<absent>" on the other."""
+    fields under `resumable`. A field that exists on only one side shows as "<absent>" on the other, except the
+    `ADDED_FIELDS`, which read as their defaults there."""
     a = _flatten(_to_json(stored))
     b = _flatten(json.loads(json.dumps(_to_json(current))))  # Same normalisation as what was stored.
     diffs = []
     for path in sorted(set(a) | set(b)):
         va, vb = a.get(path, _MISSING), b.get(path, _MISSING)
+        if path in ADDED_FIELDS:  # absent from an older run's config: it ran with the default
+            va = ADDED_FIELDS[path] if va == _MISSING else va
+            vb = ADDED_FIELDS[path] if vb == _MISSING else vb
         if va != vb and not _is_resumable(path, resumable):
             diffs.append((path, va, vb))
     return diffs

@@ -186,6 +186,17 @@ def test_config_mismatch_names_every_field_but_allows_resumable_ones(tmp_path):
         assert isinstance(err.value, ValueError)
 
 
+def test_fields_added_since_a_run_read_as_their_defaults():
+    stored = {"train": {"num_steps": 10}, "data": {"name": "scenes"}}
+    current = {"train": {"num_steps": 10, "precision": "float32", "remat": "none", "shard_state": False},
+               "data": {"name": "scenes", "decode": "python", "decode_workers": None}}
+    assert ckpt_lib.config_differences(stored, current) == []  # an older run resumes
+    current["data"]["decode"] = "validated_tf"  # the same batches: resumable
+    assert ckpt_lib.config_differences(stored, current) == []
+    current["train"]["precision"] = "bfloat16"  # other numerics: not
+    assert ckpt_lib.config_differences(stored, current) == [("train.precision", "float32", "bfloat16")]
+
+
 def test_wrong_shapes_or_structure_are_clear_errors(tmp_path):
     mesh = sharding.make_mesh()
     rep = sharding.replicated(mesh)
