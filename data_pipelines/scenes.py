@@ -329,16 +329,27 @@ def _draw_trees(c: _Canvas, rng, mode: int, horizon: float, road, objects: list)
         objects.append((instance_id, TREE, colour_mode))
 
 
-def _draw_cars(c: _Canvas, rng, mode: int, horizon: float, road, objects: list):
+def _draw_cars(c: _Canvas, rng, mode: int, horizon: float, road, objects: list, depths: dict | None = None,
+               cars_out: list | None = None):
+    """`depths` {car k: depth t} moves car k along its lateral line of the road (its draws unchanged, so every
+    other object and the texture stay as they are); `cars_out` collects (instance id, depth, lateral)."""
     centre, half = road
     cars = sorted((rng.uniform(0.2, 0.95), rng.uniform(-0.7, 0.7)) for _ in range(rng.integers(0, 6)))
-    for k, (t, lateral) in enumerate(cars):  # Far first: nearer cars occlude farther ones.
+    drawn = []
+    for k, (t, lateral) in enumerate(cars):  # every draw first, in the order of the cars' original depths
         colour_mode = _pick(rng, CAR_MODE_PROBS)
         colour = _colour_of(CAR, colour_mode, rng, mode)
+        width_factor, height_factor = rng.uniform(0.5, 0.7), rng.uniform(0.55, 0.7)
+        t = float(depths.get(k, t)) if depths else t
+        drawn.append((t, lateral, k, colour_mode, colour, width_factor, height_factor))
+        if cars_out is not None:
+            cars_out.append((CAR * INSTANCE_FACTOR + k, t, lateral))
+    for t, lateral, k, colour_mode, colour, width_factor, height_factor in sorted(drawn, key=lambda d: d[:2]):
+        # Far first: nearer cars occlude farther ones.
         base = horizon + t * (1 - horizon)
         x = centre(t) + lateral * half(t)
-        cw = half(t) * rng.uniform(0.5, 0.7)
-        ch = cw * rng.uniform(0.55, 0.7)
+        cw = half(t) * width_factor
+        ch = cw * height_factor
         rs, cs = c.rows(base - ch, base), c.cols(x - cw / 2, x + cw / 2)
         ys, xs = c.y[rs], c.x[:, cs]
         body = (np.abs(xs - x) < cw / 2) & (ys >= base - 0.55 * ch) & (ys < base)
@@ -352,6 +363,11 @@ def _draw_cars(c: _Canvas, rng, mode: int, horizon: float, road, objects: list):
 
 def render(index: int, *, seed: int = 0, height: int = 64, width: int = 64) -> Scene:
     """Renders sample `index` of the scene family `seed` at `height` x `width`."""
+    return _render(index, seed, height, width)
+
+
+def _render(index: int, seed: int, height: int, width: int, car_depths: dict | None = None,
+            cars_out: list | None = None) -> Scene:
     rng = np.random.default_rng([int(seed), int(index)])
     c = _Canvas(height, width)
     mode = _pick(rng, GLOBAL_MODE_PROBS)
@@ -366,7 +382,7 @@ def render(index: int, *, seed: int = 0, height: int = 64, width: int = 64) -> S
     _draw_buildings(c, rng, mode, horizon, objects)
     _draw_trees(c, rng, mode, horizon, road, objects)
     if road:
-        _draw_cars(c, rng, mode, horizon, road, objects)
+        _draw_cars(c, rng, mode, horizon, road, objects, car_depths, cars_out)
 
     fine = rng.standard_normal((height, width)).astype(np.float32)
     smooth = _smooth_noise(rng, height, width, max(2, height // 12))
@@ -376,6 +392,93 @@ def render(index: int, *, seed: int = 0, height: int = 64, width: int = 64) -> S
     scene_objects = tuple(SceneObject(int(i), int(k), int(m)) for i, k, m in objects if i in visible)
     return Scene(image=np.clip(image + 0.5, 0, 255).astype(np.uint8), label=c.label,
                  instance=c.instance, global_mode=mode, objects=scene_objects)
+
+
+# -- a moving car: the same scene in every frame but for one car's position along the road
+
+
+@dataclasses.dataclass(frozen=True)
+class CarSequence:
+    """Frames of one scene in which one car (`car_id`) moves along the road: at depth `depths[f]` in frame f
+    (0 at the horizon, 1 at the bottom of the image). Everything else (the other objects, their modes, the
+    global mode, the texture noise) is the same in every frame."""
+
+    scenes: tuple[Scene, ...]
+    car_id: int
+    depths: tuple[float, ...]
+    index: int
+    seed: int
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.stack([s.label for s in self.scenes])
+
+    @property
+    def instances(self) -> np.ndarray:
+        return np.stack([s.instance for s in self.scenes])
+
+    @property
+    def images(self) -> np.ndarray:
+        return np.stack([s.image for s in self.scenes])
+
+    def car_masks(self) -> np.ndarray:
+        """bool [frames, H, W]: the moving car's visible pixels."""
+        return self.instances == self.car_id
+
+    def static_masks(self) -> np.ndarray:
+        """bool [frames - 1, H, W]: the pixels the moving car covers in neither frame f nor f + 1."""
+        cars = self.car_masks()
+        return ~(cars[:-1] | cars[1:])
+
+
+def scene_cars(index: int, *, seed: int = 0, height: int = 64, width: int = 64) -> list[tuple[int, float, int]]:
+    """(instance id, depth, visible pixels) of every car of scene `index`, nearest (largest depth) first."""
+    cars: list = []
+    scene = _render(index, seed, height, width, cars_out=cars)
+    out = [(i, t, int(np.count_nonzero(scene.instance == i))) for i, t, _ in cars]
+    return sorted(out, key=lambda c: -c[1])
+
+
+def find_car_scene(start: int = 0, *, seed: int = 0, height: int = 64, width: int = 64, min_pixels: int = 20,
+                   limit: int = 1000) -> int:
+    """The first scene index >= `start` with a car of at least `min_pixels` visible pixels."""
+    for index in range(int(start), int(start) + int(limit)):
+        if any(p >= min_pixels for _, _, p in scene_cars(index, seed=seed, height=height, width=width)):
+            return index
+    raise ValueError(f"No scene in {start}..{start + limit - 1} (seed {seed}, {height}x{width}) has a car of "
+                     f">= {min_pixels} visible pixels.")
+
+
+def moving_car_sequence(index: int, *, seed: int = 0, height: int = 64, width: int = 64, frames: int = 9,
+                        car: int | None = None, travel: float = 0.25, min_depth: float = 0.1) -> CarSequence:
+    """Scene `index` rendered `frames` times while one car drives away along the road and comes back: its depth
+    goes from its own t0 to t0 - `travel` (clamped at `min_depth`) at the middle frame and back to t0 in the last
+    (a triangle profile; the first and last frames are the scene as `render` draws it). The car keeps its colour
+    mode, colour, lateral place on the road and proportions; it shrinks with distance as the road does.
+
+    `car`: the moving car's instance id (class car * 1000 + k); None takes the nearest visible car."""
+    if int(frames) != frames or frames < 2:
+        raise ValueError(f"frames must be an integer >= 2, got {frames}.")
+    if not 0.0 <= min_depth < 1.0:
+        raise ValueError(f"min_depth must lie in [0, 1), got {min_depth}.")
+    cars = scene_cars(index, seed=seed, height=height, width=width)
+    visible = [c for c in cars if c[2] > 0]
+    if car is None:
+        if not visible:
+            raise ValueError(f"Scene {index} (seed {seed}, {height}x{width}) has no visible car; "
+                             "find one with find_car_scene().")
+        car = visible[0][0]
+    depth0 = {i: t for i, t, _ in cars}
+    if car not in depth0:
+        raise ValueError(f"car {car} is not a car of scene {index}; its cars are {sorted(depth0)}.")
+    t0 = depth0[car]
+    far = max(min_depth, t0 - float(travel))
+    f = np.arange(frames)
+    profile = np.minimum(f, frames - 1 - f) * (2.0 / (frames - 1))  # 0 -> 1 -> 0, symmetric
+    depths = tuple(float(t0 + (far - t0) * p) for p in profile)
+    k = car - CAR * INSTANCE_FACTOR
+    scenes_ = tuple(_render(index, seed, height, width, car_depths={k: t}) for t in depths)
+    return CarSequence(scenes_, int(car), depths, int(index), int(seed))
 
 
 def iterate(indices: Sequence[int] | range, *, seed: int = 0, height: int = 64,

@@ -1,0 +1,57 @@
+"""The scenes' moving-car sequence (data_pipelines/scenes.py) and the scoring of bench/video_consistency.py."""
+
+import numpy as np
+import pytest
+
+from data_pipelines import scenes
+
+
+@pytest.fixture(scope="module")
+def sequence():
+    index = scenes.find_car_scene(0, min_pixels=40)
+    return scenes.moving_car_sequence(index, frames=7, travel=0.3)
+
+
+def test_only_the_moving_car_changes(sequence):
+    labels, instances, images = sequence.labels, sequence.instances, sequence.images
+    static = sequence.static_masks()
+    assert static.shape == (6,) + labels.shape[1:]
+    for f in range(6):
+        keep = static[f]
+        assert keep.mean() > 0.8
+        np.testing.assert_array_equal(labels[f][keep], labels[f + 1][keep])
+        np.testing.assert_array_equal(instances[f][keep], instances[f + 1][keep])
+        np.testing.assert_array_equal(images[f][keep], images[f + 1][keep])  # texture and colours too
+    # The first and last frames are the scene as the dataset renders it.
+    base = scenes.render(sequence.index, seed=sequence.seed)
+    for s in (sequence.scenes[0], sequence.scenes[-1]):
+        np.testing.assert_array_equal(s.image, base.image)
+        np.testing.assert_array_equal(s.instance, base.instance)
+    # The same modes in every frame (every frame shows the same objects here).
+    for s in sequence.scenes:
+        assert s.global_mode == base.global_mode
+        assert {o.instance_id: o.colour_mode for o in s.objects} == {o.instance_id: o.colour_mode
+                                                                     for o in base.objects}
+
+
+def test_the_car_moves_away_and_back(sequence):
+    cars = sequence.car_masks()
+    counts = cars.sum((1, 2))
+    assert (counts > 0).all() and (sequence.labels[cars] == scenes.CAR).all()
+    assert counts[3] < counts[0] and counts[0] == counts[-1]  # smaller when far, back where it started
+    rows = [np.flatnonzero(c.any(1)).max() for c in cars]  # its bottom rises towards the horizon and comes back
+    assert rows[3] < rows[0] and rows == rows[::-1]
+    assert not np.array_equal(cars[0], cars[1]) and not np.array_equal(cars[2], cars[3])
+    d = np.asarray(sequence.depths)
+    assert d[0] - d[3] == pytest.approx(0.3) and np.allclose(d, d[::-1])
+
+
+def test_bad_sequence_requests_are_named():
+    index = scenes.find_car_scene(0)
+    with pytest.raises(ValueError, match="frames"):
+        scenes.moving_car_sequence(index, frames=1)
+    with pytest.raises(ValueError, match="is not a car of scene"):
+        scenes.moving_car_sequence(index, car=11099)
+    no_car = next(i for i in range(200) if not any(p for *_, p in scenes.scene_cars(i)))
+    with pytest.raises(ValueError, match="no visible car"):
+        scenes.moving_car_sequence(no_car)
