@@ -48,6 +48,23 @@ def data_settings() -> dict:
     return dict(decode="python", decode_workers=None)
 
 
+def exemplar_settings(**overrides) -> dict:
+    """`config.data.exemplars` of an exemplar-based system (CoCosNet), at the official training options:
+    `real_reference_probability` 0.7 and `hard_reference_probability` 0.2 (data/pix2pix_dataset.py: u < 0.2 takes
+    a line's last reference, u < 0.7 its first, else the image itself), the references from an official retrieval
+    list (`train_list`, `validation_list`: data/<dataset>_ref[_test].txt) or, where a list is "", from the nearest
+    layouts by class histograms (`top_k`, `distance` "l1" or "cosine"), computed once and cached. Its presence makes
+    the pipelines add ref_label / ref_image / self_ref (`data_pipelines/exemplars.py`)."""
+    fields = dict(train_list="", validation_list="", real_reference_probability=0.7, hard_reference_probability=0.2,
+                  top_k=10, distance="l1")
+    unknown = sorted(set(overrides) - set(fields))
+    if unknown:
+        raise ValueError(f"exemplar_settings() takes no field {', '.join(unknown)}; its fields are "
+                         f"{', '.join(fields)}.")
+    fields.update(overrides)
+    return fields
+
+
 def accelerator_settings() -> dict:
     """The train fields that decide how a step uses a device, at their faithful defaults: `precision` ("float32" or
     "bfloat16": `synth.precision`), `remat` ("none", "blocks" or "full": `synth.training.remat`) and `shard_state`

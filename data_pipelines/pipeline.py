@@ -14,6 +14,10 @@ before anything reaches a device; the iterator re-raises it unchanged from insid
 `decode='validated_tf'` (`config.data.decode`), examples checked once and cached are decoded by TF ops instead
 (no GIL, so decoders run in parallel), and any other example still takes the Python path (`fast_decode.py`).
 Image and label maps share one stateless seed per example, so a flip or crop moves them together.
+
+A source that carries exemplars (`source.exemplars`, `data_pipelines/exemplars.py`) adds ref_label, ref_image and
+self_ref to every example: in training the exemplar drawn for (seed, stream position), with a crop and flip of its
+own; in evaluation the first reference, through the evaluation preprocessing.
 """
 
 from __future__ import annotations
@@ -165,6 +169,20 @@ def _make_loader(source: Source, slot: _ErrorSlot, with_image: bool, decode: str
     return fast_decode.tf_loader(source, fast_decode.validate(source), python_load, with_image)
 
 
+def _exemplar(pool_load, ref_index, seed, pp: Preprocess, ignore_id: int, *, raw: dict | None = None,
+              is_self=None) -> dict:
+    """ref_label, ref_image and self_ref of one example: pool example `ref_index` or, where `is_self`, the example's
+    own `raw` arrays, preprocessed with `seed` (a crop and flip of its own)."""
+    tf = _tf()
+    pick = lambda ex: {"label": ex["label"], "image": ex["image"]}  # noqa: E731
+    if is_self is None:
+        ref, is_self = pick(pool_load(ref_index)), tf.constant(False)
+    else:
+        ref = tf.cond(is_self, lambda: pick(raw), lambda: pick(pool_load(ref_index)))
+    ref = preprocess(ref, seed, pp, ignore_id)
+    return {"ref_label": ref["label"], "ref_image": ref["image"], "self_ref": tf.cast(is_self, tf.float32)}
+
+
 def default_decode_workers() -> int:
     """Parallel decoders when neither the caller nor `config.data.decode_workers` says: the host's cores less
     two (the training loop, tf.data's own threads), at least 2 and at most 8; 2 on a 2-core machine."""
@@ -182,9 +200,9 @@ def _workers(source: Source, num_parallel_calls: int | None) -> int:
 def _finish(ds, tf, shape, workers: int = 2):
     def set_shape(batch):
         for k, v in batch.items():
-            if k in ("label", "instance") and shape is not None:
+            if k in ("label", "instance", "ref_label") and shape is not None:
                 v.set_shape([None, *shape])
-            elif k == "image" and shape is not None:
+            elif k in ("image", "ref_image") and shape is not None:
                 v.set_shape([None, *shape, 3])
         return batch
 
@@ -230,6 +248,15 @@ def train_dataset(source: Source, pp: Preprocess, global_batch: int, *, seed: in
         return np.int64(train_order(stream_seed, source.num_examples, position))
 
     slot = _ErrorSlot()
+    pairing = source.exemplars
+    if pairing is not None:
+        pairing.references  # found (read or computed and cached) now, on the host, before the stream starts
+        pool_load = _make_loader(pairing.pool, slot, True, decode)
+
+        def draw(position, index):
+            ref, is_self = pairing.draw(stream_seed, int(position), int(index))
+            return np.int64(ref), np.bool_(is_self)
+
     # A range, not a Python generator: endless generators keep TF from shutting down cleanly.
     ds = tf.data.Dataset.range(start_step * local_batch, np.iinfo(np.int64).max)
     ds = ds.map(global_position)
@@ -237,10 +264,17 @@ def train_dataset(source: Source, pp: Preprocess, global_batch: int, *, seed: in
     load = _make_loader(source, slot, True, decode)
 
     def load_and_preprocess(position, index):
-        ex = load(index)
-        ex = preprocess(ex, tf.stack([tf.constant(stream_seed, tf.int64), position]), pp,
-                        source.spec.table.ignore_id)
+        raw = load(index)
+        seed = tf.stack([tf.constant(stream_seed, tf.int64), position])
+        ex = preprocess(raw, seed, pp, source.spec.table.ignore_id)
         ex["index"] = index
+        if pairing is not None:
+            ref_index, is_self = tf.numpy_function(slot.wrap(draw), [position, index], [tf.int64, tf.bool],
+                                                   stateful=False)
+            ref_index.set_shape([])
+            is_self.set_shape([])
+            ex.update(_exemplar(pool_load, ref_index, tf.random.experimental.stateless_fold_in(seed, 0x5EF), pp,
+                                source.spec.table.ignore_id, raw=raw, is_self=is_self))
         return ex
 
     workers = _workers(source, num_parallel_calls)
@@ -271,6 +305,11 @@ def eval_dataset(source: Source, pp: Preprocess, global_batch: int, *, process_i
     slot = _ErrorSlot()
     load = _make_loader(source, slot, with_image, decode)
     pp = pp.for_eval()
+    pairing = source.exemplars
+    if pairing is not None:
+        pairing.references  # found (read or computed and cached) now, on the host
+        pool_load = _make_loader(pairing.pool, slot, True, decode)
+        first = lambda i: np.int64(pairing.first(max(int(i), 0)))  # noqa: E731
 
     def load_and_preprocess(index):
         valid = index >= 0
@@ -278,6 +317,11 @@ def eval_dataset(source: Source, pp: Preprocess, global_batch: int, *, process_i
         ex = preprocess(ex, tf.constant([0, 0], tf.int64), pp, source.spec.table.ignore_id)
         ex["index"] = index
         ex["mask"] = valid
+        if pairing is not None:
+            ref_index = tf.numpy_function(slot.wrap(first), [index], tf.int64, stateful=False)
+            ref_index.set_shape([])
+            ex.update(_exemplar(pool_load, ref_index, tf.constant([0, 0], tf.int64), pp,
+                                source.spec.table.ignore_id))
         return ex
 
     ds = tf.data.Dataset.from_tensor_slices(padded)

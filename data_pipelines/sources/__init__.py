@@ -105,6 +105,9 @@ class Source:
     examples: tuple[Example, ...] | None = None
     decode: str = "python"
     decode_workers: int | None = None
+    # The exemplars of an exemplar-based system (`data_pipelines/exemplars.py`), when `config.data.exemplars` is
+    # set: the pipelines then add ref_label / ref_image / self_ref to every example.
+    exemplars: object | None = None
 
 
 def _custom_table(data) -> labels_lib.ClassTable:
@@ -208,7 +211,16 @@ def decode_mode(data) -> str:
 
 
 def get_source(data, split: str) -> Source:
-    """The Source of `config.data` for `split` ('train' or 'validation')."""
+    """The Source of `config.data` for `split` ('train' or 'validation'), carrying its exemplars when
+    `config.data.exemplars` is set (`data_pipelines/exemplars.py`)."""
+    source = _get_source(data, split)
+    if data.get("exemplars", None) is not None:
+        from data_pipelines import exemplars
+        source = exemplars.attach(source, data, lambda: _get_source(data, "train"))
+    return source
+
+
+def _get_source(data, split: str) -> Source:
     spec = dataset_spec(data)
     if data.name == "scenes":
         return _scene_source(spec, split, data)

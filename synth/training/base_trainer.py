@@ -87,7 +87,10 @@ class BaseTrainer(abc.ABC):
     def abstract_batch(self, size: int | None = None, sharding_=None) -> dict:
         """The shapes and dtypes of a global batch of `size` (default: the configured batch) of the system's keys."""
         b, h, w = size or self.config.train.batch_size, self.height, self.width
-        shapes = {"label": ((b, h, w), "int32"), "instance": ((b, h, w), "int32"), "image": ((b, h, w, 3), "float32")}
+        shapes = {"label": ((b, h, w), "int32"), "instance": ((b, h, w), "int32"), "image": ((b, h, w, 3), "float32"),
+                  # an exemplar-based system's exemplars (data_pipelines/exemplars.py)
+                  "ref_label": ((b, h, w), "int32"), "ref_image": ((b, h, w, 3), "float32"),
+                  "self_ref": ((b,), "float32")}
         keys = [k for k in self.system.batch_keys if k in shapes and (k != "instance" or self.spec.use_instance)]
         where = sharding_ or sharding.batch_sharding(self.mesh)
         return {k: jax.ShapeDtypeStruct(shapes[k][0], np.dtype(shapes[k][1]), sharding=where) for k in keys}
