@@ -7,6 +7,7 @@ from __future__ import annotations
 from synth.models.base import GANSystem, IMLESystem, System
 from synth.models.ccfpse import CCFPSEGenerator, CCFPSESystem
 from synth.models.crn import CIMLESystem, CRNGenerator
+from synth.models.crn_diverse import CRNSystem
 from synth.models.discriminators import Judgement, MultiscaleDiscriminator, NLayerDiscriminator
 from synth.models.encoder import ConvEncoder
 from synth.models.fpse import FPSEDiscriminator
@@ -19,6 +20,7 @@ SYSTEMS: dict[str, type[System]] = {
     "spade": SPADESystem,
     "ccfpse": CCFPSESystem,
     "crn": CIMLESystem,  # conditional IMLE: the CRN cascade with its noise encoder
+    "crn_diverse": CRNSystem,  # CRN itself: k images per layout, its diversity loss, no noise
     "pix2pixhd": Pix2PixHDSystem,
     "smis": SMISSystem,  # SMIS / GroupDNet: class-wise codes, group-decreasing generator
     "sean": SEANSystem,

@@ -153,9 +153,10 @@ class CRNGenerator(nn.Module):
         return Conv(self.out_channels, 1, kernel_init=XAVIER, name="to_rgb")(x)
 
 
-def build(model_config, height: int, width: int) -> CRNGenerator:
+def build(model_config, height: int, width: int, out_channels: int = 3) -> CRNGenerator:
     """CRN/cIMLE generator from `model_config` fields num_noise, noise_width, widths (empty: official
-    `crn_widths`; one entry: the same width everywhere) and min_height (default 4)."""
+    `crn_widths`; one entry: the same width everywhere) and min_height (default 4); `out_channels` is the head's
+    (3, or 3 * k for CRN's k images: `synth.models.crn_diverse`)."""
     min_height = getattr(model_config, "min_height", 4)
     widths = tuple(getattr(model_config, "widths", ()) or ())
     n = len(module_heights(height, min_height))
@@ -168,7 +169,7 @@ def build(model_config, height: int, width: int) -> CRNGenerator:
                          f"gives {n} refinement modules.")
     return CRNGenerator(height=height, width=width, widths=widths,
                         num_noise=getattr(model_config, "num_noise", 10),
-                        noise_width=getattr(model_config, "noise_width", 100))
+                        noise_width=getattr(model_config, "noise_width", 100), out_channels=out_channels)
 
 
 class CIMLESystem(IMLESystem):
