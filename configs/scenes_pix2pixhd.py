@@ -8,7 +8,9 @@ weights, D's loss halved, Adam 2e-4 with betas (0.5, 0.999), D on the generator 
 scene classes + instance edges.
 
 Arguments (comma separated): `tiny` (tests: 32x32, ngf 4, ndf 4, 2 downsamplings, 2 residual blocks, 4 steps),
-`vgg`, `features=instance` or `features=label` (the encoder's per-instance features as generator input).
+`vgg`, `features=instance` or `features=label` (the encoder's per-instance features as generator input),
+`noise=N` (the conditional-IMLE paper's "pix2pixHD + noise" baseline: an N-channel per-pixel Gaussian noise map
+concatenated to G's input, `model.noise_nc`; 0, the default, is the official pix2pixHD).
 """
 
 import ml_collections as mlc
@@ -18,9 +20,9 @@ from configs.pix2pixhd_cityscapes import pix2pixhd_model, pix2pixhd_training
 
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
-    a = parse_arg(arg, tiny=False, vgg=False, features="none")
+    a = parse_arg(arg, tiny=False, vgg=False, features="none", noise=0)
     config = mlc.ConfigDict()
-    config.model = pix2pixhd_model(ngf=16, ndf=32, features=a.features, nef=8)
+    config.model = pix2pixhd_model(ngf=16, ndf=32, features=a.features, nef=8, noise_nc=a.noise)
     config.update(pix2pixhd_training(steps_per_epoch=1000, niter=1, niter_decay=1))
     config.data = mlc.ConfigDict(dict(
         **data_settings(),

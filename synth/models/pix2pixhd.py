@@ -22,6 +22,11 @@ encode, or from the caller.
 The system's training conventions are config values of the shared GAN step (`configs/pix2pixhd_cityscapes.py`):
 LSGAN summed over scales, feature matching weighted 4 / (n_layers_D + 1) / num_D, the VGG loss, D's loss halved,
 D updated on the generator step's own fake, and the staged schedule that trains the local enhancer first.
+
+`model.noise_nc` > 0 (not in the official code; 0, the default, is the official model) is the conditional-IMLE
+paper's "pix2pixHD + noise" baseline: a per-pixel N(0, 1) map of noise_nc channels concatenated to G's input
+(after the layout and any instance features), drawn afresh at every training forward and, at inference, from the
+key or given as the `noise` control. The generator's first conv grows by 7 * 7 * noise_nc * ngf weights.
 """
 
 from __future__ import annotations
@@ -224,6 +229,7 @@ class Pix2PixHDSystem(GANSystem):
         "model.n_blocks_local": cc.integer(0),
         "model.netG": cc.one_of("global", "local"),
         "model.features": cc.one_of(*FEATURE_MODES),
+        "model.noise_nc": cc.integer(0),
     }
 
     @classmethod
@@ -246,10 +252,13 @@ class Pix2PixHDSystem(GANSystem):
         self.use_features = self.features != "none"
         self.feat_num = int(m.get("feat_num", 3))
         self.generator_side = ("g", "e") if self.use_features else ("g",)
+        self.noise_nc = int(m.get("noise_nc", 0))
         # features: a feature map [B, H, W, feat_num]; clusters: FeatureClusters to draw from (with the key);
-        # style: an image [B, H, W, 3] in [-1, 1] to encode (the official `--use_encoded_image`)
-        self.controls = ("features", "clusters", "style") if self.use_features else ()
-        self.stochastic = self.use_features
+        # style: an image [B, H, W, 3] in [-1, 1] to encode (the official `--use_encoded_image`);
+        # noise: the noise map [B, H, W, noise_nc] or one [H, W, noise_nc] for every layout ("pix2pixHD + noise")
+        self.controls = (("features", "clusters", "style") if self.use_features else ()) + \
+            (("noise",) if self.noise_nc else ())
+        self.stochastic = self.use_features or self.noise_nc > 0
 
     @classmethod
     def build_networks(cls, m, height: int, width: int) -> dict:
@@ -269,7 +278,27 @@ class Pix2PixHDSystem(GANSystem):
         return batch["label"] if self.features == "label" else batch["instance"]
 
     def generator_input_channels(self) -> int:
-        return self.semantic_nc + (self.feat_num if self.use_features else 0)
+        return self.semantic_nc + (self.feat_num if self.use_features else 0) + self.noise_nc
+
+    def noise_shape(self, height: int | None = None, width: int | None = None) -> tuple[int, int, int]:
+        """The noise map of one layout (`model.noise_nc` channels; (H, W, 0) for the official model)."""
+        return (height or self.height, width or self.width, self.noise_nc)
+
+    def _noise(self, noise, key, cond: jnp.ndarray) -> jnp.ndarray:
+        """The noise map [B, H, W, noise_nc] of a batch: given (one map for all, or one per layout) or drawn."""
+        b, h, w = cond.shape[:3]
+        shape = (h, w, self.noise_nc)
+        if noise is None:
+            if key is None:
+                raise ValueError("This pix2pixHD model takes a noise map (model.noise_nc > 0): pass rng (or noise).")
+            return jax.random.normal(key, (b,) + shape, cond.dtype)
+        noise = jnp.asarray(noise, cond.dtype)
+        if noise.shape == shape:
+            noise = jnp.broadcast_to(noise, (b,) + shape)
+        if noise.shape != (b,) + shape:
+            raise ValueError(f"noise must be {shape} or {(b,) + shape} for {b} layout(s) at this size, got "
+                             f"{noise.shape}.")
+        return noise
 
     def init_generator(self, key: jax.Array) -> dict:
         return self.generator.init({"params": key}, jnp.zeros((1, self.height, self.width,
@@ -284,13 +313,20 @@ class Pix2PixHDSystem(GANSystem):
         if self.use_features:
             features, out["e"] = apply(self.networks["e"], variables["e"], batch["image"], self.feature_ids(batch))
             cond = jnp.concatenate([cond, features], -1)
+        if self.noise_nc:
+            cond = jnp.concatenate([cond, self._noise(None, key, cond)], -1)
         image, out["g"] = apply(self.generator, variables["g"], cond)
         return GeneratorOutput(image, {}, out)
 
-    def sample(self, variables: dict, batch: dict, key=None, *, features=None, clusters=None, style=None):
+    def sample(self, variables: dict, batch: dict, key=None, *, features=None, clusters=None, style=None,
+               noise=None):
         """Without a control, the trainer's samples encode the batch's real image (as the official training
-        visuals); `synth.generate` passes `clusters` (drawn with `key`), `features` or `style`."""
+        visuals); `synth.generate` passes `clusters` (drawn with `key`), `features` or `style`. With noise_nc, the
+        noise map is `noise` or drawn from `key` (its own split of it when clusters are drawn too)."""
         cond = self.conditioning(batch)
+        k_noise = None
+        if self.noise_nc and noise is None and key is not None:
+            key, k_noise = jax.random.split(key) if self.use_features else (None, key)
         if self.use_features:
             if features is None:
                 ids = self.feature_ids(batch)
@@ -309,6 +345,10 @@ class Pix2PixHDSystem(GANSystem):
             if tuple(features.shape) != want:
                 raise ValueError(f"features must be {list(want)}, got {list(features.shape)}.")
             cond = jnp.concatenate([cond, features.astype(cond.dtype)], -1)
+        if self.noise_nc:
+            cond = jnp.concatenate([cond, self._noise(noise, k_noise, cond)], -1)
+        elif noise is not None:
+            raise ValueError("This pix2pixHD model takes no noise map (model.noise_nc is 0).")
         return self.generator.apply(variables["g"], cond)
 
 
