@@ -9,6 +9,9 @@ is fully convolutional and reaches that size, and otherwise resized (nearest) to
 image resized back (bilinear); `generate(..., resolution=...)` chooses. Every image comes from the system's own
 `sample` (`synth/models/base.py`), the same path as the trainer's samples and the evaluation protocols.
 
+Exemplar-based models (CoCosNet: `"ref_image"` in the system's `batch_keys`) render a layout in the style of an
+exemplar: `generate(model, layout, exemplar=(image, exemplar_layout))`, the exemplar's photo and its own label map.
+
 Inference imports nothing from `synth.training`: `load` reads the checkpoint's metadata, builds the system,
 and restores only the generator-side weights (and their average, if the run kept one).
 """
@@ -161,10 +164,71 @@ def _as_instances(instance, ids: np.ndarray) -> np.ndarray:
 
 
 RESOLUTIONS = ("auto", "input", "model")
+EXEMPLAR_KEYS = ("ref_image", "ref_label")  # what an exemplar-based system reads (data_pipelines/exemplars.py)
+
+
+def takes_exemplar(model: Model) -> bool:
+    """Whether the model renders a layout in the style of an exemplar (CoCosNet)."""
+    return any(k in model.system.batch_keys for k in EXEMPLAR_KEYS)
+
+
+def _check_exemplar_given(model: Model, exemplar) -> None:
+    """An exemplar-based model needs `exemplar`; any other model refuses it."""
+    name = model.config.model.name
+    if exemplar is None and takes_exemplar(model):
+        raise ValueError(f"A {name} model renders a layout in the style of an exemplar: pass "
+                         "exemplar=(image, layout), the exemplar's photo (uint8 [H, W, 3] or [B, H, W, 3], or a "
+                         "file) and its label map (class ids [H, W] or [B, H, W], or a label PNG).")
+    if exemplar is not None and not takes_exemplar(model):
+        raise ValueError(f"A {name} model takes no exemplar (exemplar=...); only exemplar-based models (CoCosNet) "
+                         "do.")
+
+
+def _exemplar_batch(model: Model, exemplar, n: int, size: tuple[int, int]) -> dict:
+    """ref_image float [n, *size, 3] in [-1, 1], ref_label int32 [n, *size], self_ref zeros [n] from
+    `exemplar` = (image, layout): image a path or uint8 [H, W, 3] / [B, H, W, 3], layout class ids [H, W] /
+    [B, H, W] or a label PNG; one exemplar serves every layout, else one per layout. {} without an exemplar."""
+    _check_exemplar_given(model, exemplar)
+    if exemplar is None:
+        return {}
+    if not isinstance(exemplar, (tuple, list)) or len(exemplar) != 2:
+        raise ValueError("exemplar must be a pair (image, layout): the exemplar's photo and its label map, got "
+                         f"{type(exemplar).__name__}" + (f" of {len(exemplar)}" if isinstance(exemplar, (tuple, list))
+                                                        else "") + ".")
+    image, layout = exemplar
+    if isinstance(image, (str, os.PathLike)):
+        from data_pipelines.decode import read_image
+
+        image = read_image(os.fspath(image))
+    image = given = np.asarray(image)
+    if image.ndim == 3:
+        image = image[None]
+    if image.ndim != 4 or image.shape[-1] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"exemplar image must be uint8 [H, W, 3] or [B, H, W, 3] (or an image file), got "
+                         f"{given.dtype}{list(given.shape)}.")
+    try:
+        ids = _as_ids(layout, model.spec)
+    except ValueError as e:
+        raise ValueError(f"exemplar layout: {e}") from None
+    if ids.shape[1:] != image.shape[1:3]:
+        raise ValueError(f"exemplar image {list(image.shape[1:3])} and its layout {list(ids.shape[1:])} differ in "
+                         "size: give the exemplar's own label map.")
+    if ids.shape[0] != image.shape[0]:
+        raise ValueError(f"{image.shape[0]} exemplar image(s) but {ids.shape[0]} exemplar layout(s).")
+    if image.shape[0] not in (1, n):
+        raise ValueError(f"{image.shape[0]} exemplars for {n} layouts: give one exemplar, or one per layout.")
+    if image.shape[0] != n:
+        image, ids = np.repeat(image, n, 0), np.repeat(ids, n, 0)
+    ref_image = jnp.asarray(image, jnp.float32) / 127.5 - 1.0
+    ref_label = jnp.asarray(ids, jnp.int32)
+    if ids.shape[1:] != tuple(size):
+        ref_image = bilinear_resize(ref_image, size)
+        ref_label = nearest_resize(ref_label[..., None], size)[..., 0]
+    return {"ref_image": ref_image, "ref_label": ref_label, "self_ref": jnp.zeros((n,), jnp.float32)}
 
 
 def generate(model: Model | str, label_map, *, instance=None, rng=None, use_ema: bool = True,
-             resolution: str = "auto", **controls) -> np.ndarray:
+             resolution: str = "auto", exemplar=None, **controls) -> np.ndarray:
     """uint8 [B,H,W,3] images for label maps, at the label maps' own size.
 
     `resolution` says how a layout of another size than the model's training size is rendered:
@@ -175,7 +239,10 @@ def generate(model: Model | str, label_map, *, instance=None, rng=None, use_ema:
     where the model allows it and "model" elsewhere.
 
     `instance`: instance-id maps for models with the edge channel; without them, the label map stands in
-    (edges then follow class boundaries only). `rng` draws whatever the model samples (a VAE's style code, a
+    (edges then follow class boundaries only). `exemplar`: (image, layout) for exemplar-based models (CoCosNet,
+    which need one; any other model refuses it): the exemplar's photo (a path, uint8 [H, W, 3] or [B, H, W, 3])
+    and its own label map (class ids, or a label PNG), one for all layouts or one per layout, resized (bilinear,
+    nearest) to the size the model runs at. `rng` draws whatever the model samples (a VAE's style code, a
     noise map). `controls` are the model's own inputs (`model.system.controls`), e.g. `z` (style codes
     [B, z_dim] of VAE models), `noise` (noise maps of conditional IMLE, [B, H, W, c] at the model's size, or one
     map [H, W, c] held across all B layouts, as the paper's video experiment; see `sample_noise` and
@@ -188,6 +255,7 @@ def generate(model: Model | str, label_map, *, instance=None, rng=None, use_ema:
         raise ValueError(f"resolution must be one of {RESOLUTIONS}, got {resolution!r}.")
     controls = {k: v for k, v in controls.items() if v is not None}
     model.system.check_controls(controls)
+    _check_exemplar_given(model, exemplar)  # before any work
     ids = _as_ids(label_map, model.spec)
     size = ids.shape[1:]
     inst = ids if instance is None else _as_instances(instance, ids)
@@ -202,6 +270,7 @@ def generate(model: Model | str, label_map, *, instance=None, rng=None, use_ema:
         system = system or model.system
     if system is model.system:
         batch = {k: nearest_resize(v[..., None], (model.height, model.width))[..., 0] for k, v in batch.items()}
+    batch.update(_exemplar_batch(model, exemplar, ids.shape[0], (system.height, system.width)))
     variables = system.inference_variables(model.state, use_ema)
     images = system.jitted_sample(variables, batch, rng, **controls)
     if images.shape[1:3] != size:

@@ -13,20 +13,22 @@ from synth.evaluation import any_v1, class_diversity_v1, diversity_v1, fid_v1, s
 from synth.evaluation.protocols import (PROTOCOLS, OptionError, Protocol, ProtocolUnavailable, check_dataset, get,
                                         missing_requirements)
 
-OPTIONS = {"scenes": ("real_images", "samples_per_layout", "diversity_layouts", "segmenter_steps"),
+# exemplar_list: an exemplar-based model's validation pairing (an official *_ref_test.txt: each validation image,
+# then its training references) instead of its config's data.exemplars.validation_list or the cached retrieval
+OPTIONS = {"scenes": ("real_images", "samples_per_layout", "diversity_layouts", "segmenter_steps", "exemplar_list"),
             "fid": ("real_images", "resize", "segmentation_resolution", "data_root", "inception_weights",
-                    "segmenter_weights"),
-            "diversity": ("samples_per_layout", "diversity_layouts", "data_root", "lpips_weights"),
+                    "segmenter_weights", "exemplar_list"),
+            "diversity": ("samples_per_layout", "diversity_layouts", "data_root", "lpips_weights", "exemplar_list"),
             "class_diversity": ("samples_per_layout", "diversity_layouts", "data_root", "lpips_weights"),
             "any": ("real_images", "samples_per_layout", "diversity_layouts", "resize", "data_root",
-                    "inception_weights", "lpips_weights")}
+                    "inception_weights", "lpips_weights", "exemplar_list")}
 
 
 COUNTS = ("real_images", "samples_per_layout", "diversity_layouts", "segmenter_steps")  # each an integer >= 1
 RESIZES = ("pytorch-fid", "clean")
 SEGMENTATION_RESOLUTIONS = ("generated", "native")  # = segmentation.RESOLUTIONS
 # no evaluate.py flag (tests and scripts pass weights objects)
-PYTHON_ONLY = ("segmenter_steps", "inception_weights", "lpips_weights", "segmenter_weights")
+PYTHON_ONLY = ("segmenter_steps", "inception_weights", "lpips_weights", "segmenter_weights", "exemplar_list")
 
 
 def check_options(protocol_name: str, options: dict) -> dict:

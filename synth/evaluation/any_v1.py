@@ -39,7 +39,7 @@ from synth import generate
 from synth.evaluation import data, embedded, loops, report
 from synth.evaluation.chunks import ChunkCache
 from synth.evaluation.protocols import Protocol, check_dataset
-from synth.evaluation.sampling import is_stochastic, params_sha256, to_signed, to_uint8
+from synth.evaluation.sampling import exemplar_fields, exemplar_of, is_stochastic, params_sha256, to_signed, to_uint8
 from synth.metrics import diversity, fid
 from synth.metrics.colour import ClassColourAccumulator
 from synth.pretrained import files, inception, lpips, vgg
@@ -117,12 +117,14 @@ def _colour_sums(fake_u8, real_u8, labels, num_classes) -> dict:
 def run(model: generate.Model, protocol: Protocol, out_dir: str, *, data_root: str | None = None,
         real_images: int | None = None, samples_per_layout: int | None = None,
         diversity_layouts: int | None = None, resize: str | None = None, inception_weights=None,
-        lpips_weights=None) -> dict:
+        lpips_weights=None, exemplar_list: str | None = None) -> dict:
     """`inception_weights` (a `files.Converted`), `lpips_weights` (an `lpips.Loaded`): weights to use instead of
-    looking for the published files (tests)."""
+    looking for the published files (tests). `exemplar_list`: an exemplar-based model's validation pairing (an
+    official *_ref_test.txt) instead of its config's."""
     check_dataset(protocol, model.spec.name)
     table = model.spec.table
-    source, pp = data.validation_source(model, data_root)
+    source, pp = data.validation_source(model, data_root, exemplar_list)
+    pairing = exemplar_fields(model, source.exemplars)  # {} unless the model reads exemplars
     n = min(real_images or protocol.real_images or source.num_examples, source.num_examples)
     if n < 4:
         raise ValueError(f"FID needs at least 4 validation images (2 per half for the noise floor), got {n}.")
@@ -154,7 +156,7 @@ def run(model: generate.Model, protocol: Protocol, out_dir: str, *, data_root: s
     model_sha = params_sha256(model)
     generated = ChunkCache(os.path.join(out_dir, "partial"), {
         "protocol": fields, "params_sha256": model_sha, "features_sha256": features.sha256,
-        "diversity_sha256": div_sha, "batch": BATCH, "diversity_batch": DIVERSITY_BATCH})
+        "diversity_sha256": div_sha, "batch": BATCH, "diversity_batch": DIVERSITY_BATCH, **pairing})
     images_dir = os.path.join(out_dir, "images")
     os.makedirs(images_dir, exist_ok=True)
     key = jax.random.key(protocol.seed)
@@ -162,7 +164,8 @@ def run(model: generate.Model, protocol: Protocol, out_dir: str, *, data_root: s
 
     def fake_chunk(c, batch, count):
         whole = generate.generate(model, batch["label"], instance=batch.get("instance"),
-                                  rng=jax.random.fold_in(key, c))  # the whole padded batch: one compiled shape
+                                  rng=jax.random.fold_in(key, c),  # the whole padded batch: one compiled shape
+                                  exemplar=exemplar_of(model, batch))
         fake, real = whole[:count], to_uint8(batch["image"][:count])
         labels = np.asarray(batch["label"][:count])
         for i, image in zip(batch["index"][:count], fake):
@@ -208,6 +211,7 @@ def run(model: generate.Model, protocol: Protocol, out_dir: str, *, data_root: s
     results = {
         "protocol": fields,
         "checkpoint": report.checkpoint_fields(model) | {"params_sha256": model_sha, "stochastic": stochastic},
+        **pairing,
         "networks": {"features": features.description, "diversity": div_description,
                      "segmenter": {"name": "none", "available": False}},
         "class_map": {"table": table.name, "classes": list(table.class_names), "ignore_id": table.ignore_id,

@@ -20,7 +20,7 @@ from synth import generate
 from synth.evaluation import data, loops, report
 from synth.evaluation.chunks import ChunkCache
 from synth.evaluation.protocols import Protocol, check_dataset
-from synth.evaluation.sampling import is_stochastic, params_sha256
+from synth.evaluation.sampling import exemplar_fields, is_stochastic, params_sha256
 from synth.metrics import diversity
 from synth.pretrained import lpips
 
@@ -28,13 +28,15 @@ BATCH = 4  # layouts per chunk
 
 
 def run(model: generate.Model, protocol: Protocol, out_dir: str, *, data_root: str | None = None,
-        samples_per_layout: int | None = None, diversity_layouts: int | None = None, lpips_weights=None) -> dict:
+        samples_per_layout: int | None = None, diversity_layouts: int | None = None, lpips_weights=None,
+        exemplar_list: str | None = None) -> dict:
     """`lpips_weights`: an `lpips.Loaded` to use instead of the published files (tests)."""
     check_dataset(protocol, model.spec.name)
     k = samples_per_layout or protocol.samples_per_layout
     if k < 2:
         raise ValueError(f"diversity needs at least 2 samples per layout, got {k}.")
-    source, pp = data.validation_source(model, data_root)
+    source, pp = data.validation_source(model, data_root, exemplar_list)
+    pairing = exemplar_fields(model, source.exemplars)  # {} unless the model reads exemplars
     n = min(diversity_layouts or protocol.diversity_layouts, source.num_examples)
     weights = lpips_weights or lpips.load("alex")
     distance = lpips.lpips_fn(weights.variables, "alex")
@@ -42,7 +44,8 @@ def run(model: generate.Model, protocol: Protocol, out_dir: str, *, data_root: s
                                    {"samples_per_layout": samples_per_layout, "diversity_layouts": diversity_layouts})
     model_sha = params_sha256(model)
     cache = ChunkCache(os.path.join(out_dir, "partial"), {
-        "protocol": fields, "params_sha256": model_sha, "lpips_sha256": weights.variables_sha256, "batch": BATCH})
+        "protocol": fields, "params_sha256": model_sha, "lpips_sha256": weights.variables_sha256, "batch": BATCH,
+        **pairing})
     key = jax.random.key(protocol.seed)
     chunks = data.chunks_of(n, BATCH)
     grid = []
@@ -53,6 +56,7 @@ def run(model: generate.Model, protocol: Protocol, out_dir: str, *, data_root: s
         "protocol": fields,
         "checkpoint": report.checkpoint_fields(model) | {"params_sha256": model_sha,
                                                          "stochastic": is_stochastic(model)},
+        **pairing,
         "networks": {"lpips": weights.provenance()},
         "metrics": {"diversity": div},
         "resume": {"chunks": len(chunks), "chunks_computed": cache.computed},

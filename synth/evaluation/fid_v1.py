@@ -32,7 +32,7 @@ from synth import generate
 from synth.evaluation import data, loops, report, segmentation
 from synth.evaluation.chunks import ChunkCache
 from synth.evaluation.protocols import Protocol, check_dataset
-from synth.evaluation.sampling import params_sha256, to_signed, to_uint8
+from synth.evaluation.sampling import exemplar_fields, exemplar_of, params_sha256, to_signed, to_uint8
 from synth.metrics import fid
 from synth.pretrained import files, inception
 
@@ -41,7 +41,7 @@ BATCH = 16
 
 def run(model: generate.Model, protocol: Protocol, out_dir: str, *, data_root: str | None = None,
         real_images: int | None = None, resize: str | None = None, segmentation_resolution: str | None = None,
-        inception_weights=None, segmenter_weights=None) -> dict:
+        inception_weights=None, segmenter_weights=None, exemplar_list: str | None = None) -> dict:
     """`inception_weights`, `segmenter_weights`: `files.Converted` to use instead of the published files (tests)."""
     check_dataset(protocol, model.spec.name)
     given_resize, resize = resize, resize or protocol.resize
@@ -56,7 +56,8 @@ def run(model: generate.Model, protocol: Protocol, out_dir: str, *, data_root: s
     except files.MissingWeightsError as e:  # FID/KID still run; mIoU is said to be unavailable, by file
         segmenter_weights, missing_segmenter = None, str(e)
     predict = segmenter.predictor(segmenter_weights.variables) if segmenter_weights is not None else None
-    source, pp = data.validation_source(model, data_root)
+    source, pp = data.validation_source(model, data_root, exemplar_list)
+    pairing = exemplar_fields(model, source.exemplars)  # {} unless the model reads exemplars
     n = min(real_images or protocol.real_images or source.num_examples, source.num_examples)
     if n < 4:
         raise ValueError(f"FID needs at least 4 validation images (2 per half for the noise floor), got {n}.")
@@ -78,7 +79,7 @@ def run(model: generate.Model, protocol: Protocol, out_dir: str, *, data_root: s
     model_sha = params_sha256(model)
     generated = ChunkCache(os.path.join(out_dir, "partial"), {
         "protocol": fields, "params_sha256": model_sha, "inception_sha256": weights.variables_sha256,
-        "batch": BATCH, "segmentation": seg_fingerprint})
+        "batch": BATCH, "segmentation": seg_fingerprint, **pairing})
     images_dir = os.path.join(out_dir, "images")
     os.makedirs(images_dir, exist_ok=True)
     key = jax.random.key(protocol.seed)
@@ -91,7 +92,8 @@ def run(model: generate.Model, protocol: Protocol, out_dir: str, *, data_root: s
 
     def fake_chunk(c, batch, count):
         instance = batch.get("instance")
-        fake = generate.generate(model, batch["label"], instance=instance, rng=jax.random.fold_in(key, c))
+        fake = generate.generate(model, batch["label"], instance=instance, rng=jax.random.fold_in(key, c),
+                                 exemplar=exemplar_of(model, batch))
         for i, image in zip(batch["index"][:count], fake):
             Image.fromarray(image).save(os.path.join(images_dir, f"{source.keys(int(i))}.png"))
         return {"features": np.asarray(features(to_signed(fake)))[:count], **segment(fake, batch, count)}
@@ -112,6 +114,7 @@ def run(model: generate.Model, protocol: Protocol, out_dir: str, *, data_root: s
     results = {
         "protocol": fields,
         "checkpoint": report.checkpoint_fields(model) | {"params_sha256": model_sha},
+        **pairing,
         "networks": {"features": {"name": "FID InceptionV3 (pytorch-fid), pool3 2048-d", **weights.provenance()},
                      "segmenter": seg_network},
         "class_map": {"table": model.spec.table.name, "ignore_id": model.spec.table.ignore_id},

@@ -21,7 +21,7 @@ from synth import cache as cache_lib
 from synth import generate, models
 from synth.evaluation import data, report
 from synth.evaluation.chunks import ChunkCache
-from synth.evaluation.sampling import is_stochastic, to_signed
+from synth.evaluation.sampling import exemplar_of, is_stochastic, to_signed
 from synth.metrics import diversity
 
 
@@ -54,15 +54,16 @@ def paired_chunks(source, pp, chunks: list[np.ndarray], reference: ChunkCache, g
             [generated.get(chunk_name(c)) for c in range(len(chunks))])
 
 
-def layout_samples(model: generate.Model, label, instance, key, k) -> np.ndarray:
-    """uint8 [k, H, W, 3] for one layout: sample j drawn with fold_in(key, j)."""
+def layout_samples(model: generate.Model, label, instance, key, k, exemplar=None) -> np.ndarray:
+    """uint8 [k, H, W, 3] for one layout: sample j drawn with fold_in(key, j). `exemplar`: the layout's (image,
+    layout) for an exemplar-based model."""
     labels = np.repeat(label[None], k, 0)
     instances = None if instance is None else np.repeat(instance[None], k, 0)
     if not is_stochastic(model):
-        return generate.generate(model, labels, instance=instances)
+        return generate.generate(model, labels, instance=instances, exemplar=exemplar)
     first = None if instances is None else instances[:1]
-    return np.concatenate([generate.generate(model, labels[:1], instance=first, rng=jax.random.fold_in(key, j))
-                           for j in range(k)])
+    return np.concatenate([generate.generate(model, labels[:1], instance=first, rng=jax.random.fold_in(key, j),
+                                             exemplar=exemplar) for j in range(k)])
 
 
 def diversity_chunks(model: generate.Model, source, pp, n: int, k: int, distance: Callable, cache: ChunkCache,
@@ -77,7 +78,8 @@ def diversity_chunks(model: generate.Model, source, pp, n: int, k: int, distance
         means = []
         for j, i in enumerate(b["index"][:count]):
             instance = b["instance"][j] if "instance" in b else None
-            samples = layout_samples(model, b["label"][j], instance, jax.random.fold_in(key, int(i)), k)
+            samples = layout_samples(model, b["label"][j], instance, jax.random.fold_in(key, int(i)), k,
+                                     exemplar_of(model, b, slice(j, j + 1)))
             if grid is not None and len(grid) < 4:
                 grid.append(np.concatenate(list(samples[:5]), 1))
             means.append(diversity.layout_distances(to_signed(samples), distance, where=source.keys(int(i))).mean())

