@@ -291,3 +291,32 @@ def test_evaluation_feeds_each_validation_layout_its_exemplar():
     del no_section.config.data["exemplars"]
     with pytest.raises(ValueError, match="reads exemplars but its config has no data.exemplars section"):
         sampling.exemplar_fields(no_section, eval_data.validation_source(no_section, None)[0].exemplars)
+
+
+# -- the scenes evidence bench's scoring (bench/cocosnet_exemplar_transfer.py)
+
+
+def test_transfer_score_is_one_for_the_exemplar_itself_and_chance_for_the_layouts_own_image():
+    import sys
+
+    from tests.helpers import BENCH
+
+    sys.path.insert(0, BENCH)
+    import cocosnet_exemplar_transfer as bench
+
+    pairs = bench.find_pairs(24, 300, start=0, seed=0, height=64, width=64)
+    for layout, a, b in pairs:
+        assert a.global_mode != b.global_mode and bench.car_colour(a) != bench.car_colour(b) is not None
+    jobs = [(layout, e, o) for layout, a, b in pairs for e, o in ((a, b), (b, a))]
+    itself = bench.score([bench.Record(e.image, e, e, o) for _, e, o in jobs])
+    for group in ("light", "car_colour"):
+        assert itself[group]["match"] == 1.0 and itself[group]["match_other_exemplar"] == 0.0
+        assert itself[group]["scored"] >= 48 and itself[group]["chance"] < 0.6
+    own = bench.score([bench.Record(layout.image, layout, e, o) for layout, e, o in jobs])
+    for group in ("light", "car_colour"):  # the layout's own image ignores the exemplar: both exemplars match alike
+        g = own[group]
+        assert abs(g["match"] - g["chance"]) < 0.12 and g["match"] == pytest.approx(g["match_other_exemplar"], abs=0.15)
+    with pytest.raises(ValueError, match="cars of one colour mode"):
+        no_car = next(s for s in (scenes.render(i, height=64, width=64) for i in range(50))
+                      if bench.car_colour(s) is None)
+        bench.score([bench.Record(no_car.image, no_car, no_car, no_car)])
