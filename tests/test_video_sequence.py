@@ -55,3 +55,56 @@ def test_bad_sequence_requests_are_named():
     no_car = next(i for i in range(200) if not any(p for *_, p in scenes.scene_cars(i)))
     with pytest.raises(ValueError, match="no visible car"):
         scenes.moving_car_sequence(no_car)
+
+
+# ---------------------------------------------------------------------------- bench/video_consistency.py scoring
+
+@pytest.fixture(scope="module")
+def bench():
+    import sys
+
+    from tests.helpers import BENCH
+
+    sys.path.insert(0, BENCH)  # bench/ scripts import harness by name
+    import video_consistency
+
+    return video_consistency
+
+
+def test_static_difference_counts_the_static_pixels_only(bench, sequence):
+    frames = sequence.images.astype(np.float64)
+    static = sequence.static_masks()
+    np.testing.assert_array_equal(bench.static_difference(frames, static), np.zeros(6))
+    changed = frames.copy()
+    changed[3][~sequence.car_masks()[3]] += 6.0  # frame 3 brighter outside the car ...
+    changed[3][sequence.car_masks()[3]] = 0.0  # ... and its car repainted: not counted
+    got = bench.static_difference(changed, static)
+    np.testing.assert_allclose(got, [0, 0, 6, 6, 0, 0])
+    with pytest.raises(ValueError, match="one mask per adjacent pair"):
+        bench.static_difference(frames, static[:-1])
+
+
+def test_models_not_in_the_tree_or_not_on_scenes_are_skipped_by_name(bench):
+    import ml_collections as mlc
+
+    absent = mlc.ConfigDict({"model": {"name": "no_such_system"}, "data": {"name": "scenes"}})
+    assert "'no_such_system' is not in this tree's registry" in bench.skip_reason(absent)
+    other = mlc.ConfigDict({"model": {"name": "crn"}, "data": {"name": "gta5"}})
+    assert "not on procedural scenes" in bench.skip_reason(other)
+    assert bench.skip_reason(mlc.ConfigDict({"model": {"name": "crn"}, "data": {"name": "scenes"}})) is None
+
+
+def test_held_index_of_a_crn_keeps_the_static_region_steadier(bench):
+    import jax
+
+    from configs import scenes_crn
+    from synth import generate, models
+
+    config = scenes_crn.get_config("tiny")
+    system = models.build(config)
+    model = generate.from_variables(config, {"g": jax.jit(system.init)(jax.random.key(0))["g"]})
+    assert bench.held_code(model.system) == "image index of the k"
+    sequences = bench.car_sequences(model, 1, frames=4, travel=0.25, min_pixels=8)
+    scores = bench.sequence_scores(model, sequences)
+    assert scores["ground_truth"] == 0.0 and len(scores["held_per_pair"]) == 3
+    assert 0 < scores["held"] < scores["fresh_key_per_frame"]  # held: only the receptive field moves it
