@@ -6,7 +6,7 @@ instead of 1024/512, refinement from 4x4; batch 2 (official 1); the loss's netwo
 min over the 9 images, GTA layer weights), Adam 1e-4 (0.9, 0.999), no discriminator, no noise. The layout is the 12
 scene classes (+ the empty ignore channel), no instance edges, as the official label input.
 
-Arguments (comma separated): `tiny` (tests: 32x32, widths 4, k 3, the loss to relu2_2, 4 steps), `images=K`,
+Arguments (comma separated): `tiny` (tests: 32x32, widths 4, k 3, the loss to relu2_2, batch 8, 4 steps), `images=K`,
 `random_vgg` (a random-weight VGG-19 for the loss: no files), `rebalance` (data and loss rebalancing by rarity,
 the rarity classes cycled being the 5 largest; refused until the GAN trainer feeds it).
 """
@@ -33,6 +33,6 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
         config.model.update(widths=(4,), images=3 if a.images == 9 else a.images)
         config.data.scenes.update(height=32, width=32, num_train=96, num_val=8)
         config.loss.update(layer_weights=config.loss.layer_weights[:3], vgg_layers=("relu1_2", "relu2_2"))
-        config.train.update(batch_size=2, num_steps=4, log_every=2, image_every=4, checkpoint_every=2,
+        config.train.update(batch_size=8, num_steps=4, log_every=2, image_every=4, checkpoint_every=2,
                             eval_batches=1)
     return config

@@ -29,7 +29,7 @@ LOSS_RTOL, GRAD_RTOL = 0.05, 0.10
 SIZE, BATCH, CLASSES = 64, 2, 5
 # The tiny scenes config of every system: a new system must be added here.
 SCENES_CONFIGS = {"spade": "scenes_spade", "ccfpse": "scenes_ccfpse", "pix2pixhd": "scenes_pix2pixhd",
-                  "crn": "scenes_cimle", "sean": "scenes_sean", "smis": "scenes_smis"}
+                  "crn": "scenes_cimle", "sean": "scenes_sean", "smis": "scenes_smis", "crn_diverse": "scenes_crn"}
 
 
 def one_step(**train):

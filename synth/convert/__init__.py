@@ -59,7 +59,8 @@ def _smis(system, path: str) -> dict:
 
 
 OFFICIAL = {"spade": _spade, "ccfpse": _ccfpse, "crn": _cimle, "pix2pixhd": _pix2pixhd, "sean": _sean,
-            "smis": _smis}
+            "smis": _smis,
+            "crn_diverse": _cimle}  # CRN's own TF checkpoints (result_GTA/, result_256p/): the same names, 27-ch head
 
 
 def official_variables(system, path: str) -> dict:
