@@ -2,6 +2,8 @@
 diversity loss against a direct numpy reference (min over the k images per class), sampling controls, one shared
 GAN step without a discriminator, and the configs."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -206,3 +208,26 @@ def test_configs_and_their_problems():
     with pytest.raises(config_check.ConfigError) as e:
         config_check.validate(bad)
     assert "CRN takes no noise" in str(e.value) and "['relu3_2'], which config.loss.vgg_layers" in str(e.value)
+
+
+CRN_ROOT = os.environ.get("CRN_REF", "/tmp/crn_ref")
+
+
+@pytest.mark.parity
+@pytest.mark.skipif(not os.path.exists(os.path.join(CRN_ROOT, "result_GTA", "model.ckpt.index")),
+                    reason="needs CQFIO/PhotographicImageSynthesis (result_GTA/model.ckpt.index) in $CRN_REF")
+def test_the_official_checkpoint_index_names_every_variable_the_converter_wants():
+    """Every variable of the released GTA model (names and shapes from its index; the data file is a download)
+    is one our crn_gta system holds, through the converter the registry names (synth.convert.OFFICIAL)."""
+    import tensorflow as tf
+
+    from synth.convert import cimle_tf
+
+    reader = tf.compat.v1.train.NewCheckpointReader(os.path.join(CRN_ROOT, "result_GTA", "model.ckpt"))
+    official = {k: tuple(v) for k, v in reader.get_variable_to_shape_map().items() if not cimle_tf._ignored(k)}
+    system = models.build(crn_gta.get_config())
+    fake = {k: np.zeros(v, np.float32) for k, v in official.items()}
+    params = cimle_tf.generator_variables(fake, system.generator)["params"]  # raises on a missing/extra name
+    want = jax.eval_shape(system.init, KEY)["g"]["params"]
+    assert jax.tree.map(lambda x: tuple(x.shape), params) == jax.tree.map(lambda x: tuple(x.shape), want)
+    assert sum(int(np.prod(s)) for s in official.values()) == 97_875_483
