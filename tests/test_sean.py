@@ -221,7 +221,7 @@ def test_training_forward_reconstructs_the_batch_image_and_advances_the_statisti
     other = {**batch, "image": batch["image"][::-1]}
     run = jax.jit(lambda v, b: system.generate(v, system.conditioning(b), b, KEY, train=True))
     out = run(variables, batch)
-    assert out.image.shape == (2, 64, 64, 3) and out.aux == {} and system.generator_losses(out.aux) == {}
+    assert out.image.shape == (2, 64, 64, 3) and out.aux == {} and system.generator_losses(out.aux, {}, None) == {}
     stats = lambda v: jax.tree.leaves(v["g"]["batch_stats"])  # noqa: E731
     assert any(not np.allclose(x, y) for x, y in zip(stats(out.variables), stats(variables)))
     assert np.abs(np.asarray(run(variables, other).image) - np.asarray(out.image)).max() > 1e-3

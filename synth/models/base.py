@@ -12,7 +12,12 @@ A system declares
   `discriminate` (a `Judgement`), and `sample` (eval-mode images; the one path of `synth.generate`, the
   trainer's samples and the evaluation protocols), with the `controls` `sample` accepts (a style code, a noise
   map, ...) and whether it is `stochastic`;
-* its loss terms beyond the shared adversarial, feature-matching and perceptual ones (`generator_losses`);
+* for a GAN system, its discriminators (`discriminator_roles`: none, one "d", or several) and which fake each of
+  them judges against which real (`adversarial`: a list of `Adversarial` pairs; by default "d" judges the
+  generator's image against the batch's), and the order and form of D's update (`d_first`, `joint_d_pass`);
+* its loss terms beyond the shared adversarial, feature-matching and perceptual ones (`generator_losses`, given
+  the batch and the config's perceptual feature network), and whether the shared perceptual term applies
+  (`shared_perceptual`);
 * `trainer`: which trainer trains it ("gan": `synth/training/gan_step.py`; "imle": `imle_step.py`).
 
 Variables of a role are a dict of flax collections ({"params", "batch_stats", "spectral"}); the training state
@@ -39,6 +44,21 @@ def apply(module: nn.Module, variables: dict, *args, **kwargs) -> tuple[Any, dic
     mutable = [c for c in variables if c != "params"]
     out, updates = module.apply(variables, *args, mutable=mutable, **kwargs)
     return out, {**variables, **updates}
+
+
+class Adversarial(NamedTuple):
+    """One discriminator's view of one fake: the discriminator `role` judges (cond, fake) as fake and (real_cond,
+    real) as real. The generator is rewarded for `fake` judged real (weight * adversarial term, plus feature matching
+    between the two judgements when `feature_matching` and `loss.lambda_feat`); D is trained on both, weighted by
+    weight * `loss.d_loss_weight`."""
+
+    role: str
+    cond: jnp.ndarray
+    fake: jnp.ndarray
+    real_cond: jnp.ndarray
+    real: jnp.ndarray
+    weight: float = 1.0
+    feature_matching: bool = True
 
 
 class GeneratorOutput(NamedTuple):
@@ -167,26 +187,43 @@ class System(abc.ABC):
 
 
 class GANSystem(System):
-    """A system trained by the shared GAN step: a generator side and one discriminator "d" that sees
-    concat(layout, image). Subclasses build the networks and, where they differ from SPADE's, the forward passes."""
+    """A system trained by the shared GAN step: a generator side and its discriminators (by default one, "d", that
+    sees concat(layout, image)). Subclasses build the networks and, where they differ from SPADE's, the forward
+    passes, the adversarial pairs and their own loss terms."""
 
     trainer = "gan"
+    # The discriminator networks by role; () trains the generator side on `generator_losses` alone (no D step).
+    discriminator_roles: ClassVar[tuple[str, ...]] = ("d",)
+    # D's step judges fake and real in one concatenated pass (the SPADE family's); False: a pass each, for a D
+    # with batch statistics (pix2pix's BatchNorm PatchGAN), whose statistics would otherwise mix the two.
+    joint_d_pass: ClassVar[bool] = True
+    # D's update first, then G's on the same forward against the updated D (pix2pix's order); else G's first.
+    d_first: ClassVar[bool] = False
+    # Whether the step adds loss.lambda_vgg * perceptual(fake, real) itself; False for a system that uses the
+    # feature network only in its own terms (CoCosNet's, CRN's).
+    shared_perceptual: ClassVar[bool] = True
 
     @property
     def discriminator(self) -> nn.Module:
         return self.networks["d"]
 
     def init(self, rng: jax.Array) -> dict:
-        # The same split as before the interface existed (and the state's own key is the fourth).
+        # The same split as before the interface existed (and the state's own key is the fourth); further
+        # discriminators take keys folded from D's.
         k_g, k_d, k_e, _ = jax.random.split(rng, 4)
-        variables = {"g": {"batch_stats": {}, "spectral": {}, **self.init_generator(k_g)},
-                     "d": {"spectral": {}, **self.discriminator.init(
-                         {"params": k_d}, jnp.zeros((1, self.height, self.width, self.semantic_nc + 3)),
-                         train=False)}}
+        variables = {"g": {"batch_stats": {}, "spectral": {}, **self.init_generator(k_g)}}
+        for i, role in enumerate(self.discriminator_roles):
+            variables[role] = {"spectral": {}, **self.init_discriminator(role, k_d if i == 0 else
+                                                                         jax.random.fold_in(k_d, i))}
         for role in self.generator_side:
             if role != "g":
                 variables[role] = {"spectral": {}, **self.init_encoder(role, k_e)}
         return variables
+
+    def init_discriminator(self, role: str, key: jax.Array) -> dict:
+        """The variables of discriminator `role`; by default it sees concat(layout, image) at the model's size."""
+        return self.networks[role].init(
+            {"params": key}, jnp.zeros((1, self.height, self.width, self.semantic_nc + 3)), train=False)
 
     @abc.abstractmethod
     def init_generator(self, key: jax.Array) -> dict:
@@ -202,13 +239,23 @@ class GANSystem(System):
                  train: bool) -> GeneratorOutput:
         """The generator side's forward in training (`train` advances statistics and spectral vectors)."""
 
-    def discriminate(self, variables: dict, cond: jnp.ndarray, image: jnp.ndarray, *,
-                     train: bool) -> tuple[Judgement, dict]:
-        """D's verdict on (layout, image) and D's variables after it (`train` runs a power iteration)."""
-        return apply(self.discriminator, variables, jnp.concatenate([cond, image], -1), train=train)
+    def discriminate(self, variables: dict, cond: jnp.ndarray, image: jnp.ndarray, *, train: bool,
+                     role: str = "d") -> tuple[Judgement, dict]:
+        """Discriminator `role`'s verdict on (layout, image) and its variables after it (`train` runs a power
+        iteration and advances batch statistics)."""
+        return apply(self.networks[role], variables, jnp.concatenate([cond, image], -1), train=train)
 
-    def generator_losses(self, aux: dict) -> dict:
-        """Loss terms beyond the shared adversarial, feature-matching and perceptual ones (already weighted)."""
+    def adversarial(self, out: GeneratorOutput, cond: jnp.ndarray, batch: dict) -> list[Adversarial]:
+        """Which discriminator judges which fake against which real; by default "d" judges the generator's image
+        against the batch's image under the same layout."""
+        return [Adversarial("d", cond, out.image, cond, batch["image"])] if self.discriminator_roles else []
+
+    def generator_losses(self, aux: dict, batch: dict, features) -> dict:
+        """Loss terms beyond the shared adversarial, feature-matching and perceptual ones (already weighted).
+
+        `batch` is the training batch (in the compute dtype); `features` is None or the config's perceptual network
+        as a function: images [B, H, W, 3] in [-1, 1] -> {layer: activation} (`loss.vgg`, `loss.vgg_layers`;
+        loaded when `loss.lambda_vgg` is not 0)."""
         return {}
 
 
@@ -275,4 +322,4 @@ class IMLESystem(System):
         return self.render(variables["g"]["params"], cond, noise)
 
 
-__all__ = ["GANSystem", "GeneratorOutput", "IMLESystem", "Judgement", "System", "apply"]
+__all__ = ["Adversarial", "GANSystem", "GeneratorOutput", "IMLESystem", "Judgement", "System", "apply"]

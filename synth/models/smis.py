@@ -398,7 +398,7 @@ class SMISSystem(GANSystem):
         image, out["g"] = apply(self.generator, variables["g"], cond, z, train=train)
         return GeneratorOutput(image, {"mu": mu, "logvar": logvar}, out)
 
-    def generator_losses(self, aux: dict) -> dict:
+    def generator_losses(self, aux: dict, batch: dict, features) -> dict:
         return {"g_kld": self.config.loss.lambda_kld * losses.kl_divergence(aux["mu"], aux["logvar"])}
 
     # -- per-class codes

@@ -193,7 +193,7 @@ class SPADESystem(GANSystem):
         image, out["g"] = apply(self.generator, variables["g"], cond, z, train=train)
         return GeneratorOutput(image, {"mu": mu, "logvar": logvar}, out)
 
-    def generator_losses(self, aux: dict) -> dict:
+    def generator_losses(self, aux: dict, batch: dict, features) -> dict:
         if not self.use_vae:
             return {}
         return {"g_kld": self.config.loss.lambda_kld * losses.kl_divergence(aux["mu"], aux["logvar"])}
