@@ -6,7 +6,12 @@ The claims checked (issue: conditional IMLE): cIMLE covers more colour modes tha
 rebalancing raises the recall of the rare (lime) car colour. The budget (`train.max_seconds`) counts from
 the first step, so it includes the step's compilation and, for IMLE, the code selection (part of its cost).
 
-Usage: python bench/scenes_diversity.py [--seconds 180] [--layouts 64] [--workdir DIR]
+`--preset baselines` is the diversity-baselines comparison (conditional IMLE's paper against CRN, pix2pixHD with
+noise, BicycleGAN and SPADE's VAE, each with and without rebalancing where the paper has both); `--runs` names
+any configs (`scenes_x[:arg]`, comma separated). `--out FILE` also writes the JSON there, after every run.
+
+Usage: python bench/scenes_diversity.py [--seconds 180] [--layouts 64] [--workdir DIR] [--preset NAME | --runs R,..]
+                                        [--out FILE]
 """
 
 from __future__ import annotations
@@ -21,7 +26,21 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import harness  # noqa: E402,F401  (puts the repository on sys.path)
 
-RUNS = (("scenes_cimle", None), ("scenes_cimle", "uniform"), ("scenes_spade", None))
+PRESETS = {
+    "imle": ("scenes_cimle", "scenes_cimle:uniform", "scenes_spade"),
+    # The rows of conditional IMLE's comparison (issue 26): rebalancing none / dataset+loss where both exist.
+    "baselines": ("scenes_cimle:uniform", "scenes_cimle", "scenes_crn", "scenes_crn:rebalance",
+                  "scenes_pix2pixhd:noise=8", "scenes_bicyclegan", "scenes_spade:vae,vgg", "scenes_pix2pix"),
+}
+
+
+def parse_runs(entries) -> list[tuple[str, str | None]]:
+    """Entries such as 'scenes_spade:vae,vgg' -> [(config module, arg or None)]."""
+    runs = []
+    for entry in entries:
+        name, _, arg = entry.partition(":")
+        runs.append((name, arg or None))
+    return runs
 
 
 def main():
@@ -30,7 +49,12 @@ def main():
     parser.add_argument("--layouts", type=int, default=64)
     parser.add_argument("--samples", type=int, default=9)
     parser.add_argument("--workdir", default="/tmp/synth_scenes_diversity")
+    parser.add_argument("--preset", default="imle", choices=sorted(PRESETS))
+    parser.add_argument("--runs", default="", help="';'-separated configs with their args, e.g. "
+                                                   "'scenes_spade:vae,vgg;scenes_crn' (instead of --preset)")
+    parser.add_argument("--out", default="", help="also write the JSON here (rewritten after every run)")
     args = parser.parse_args()
+    runs = parse_runs(args.runs.split(";") if args.runs else PRESETS[args.preset])
 
     import importlib
 
@@ -40,7 +64,7 @@ def main():
     logs.configure()
     harness.use_compile_cache()
     results = {"seconds": args.seconds, "layouts": args.layouts, "samples_per_layout": args.samples, "runs": {}}
-    for name, arg in RUNS:
+    for name, arg in runs:
         config = importlib.import_module(f"configs.{name}").get_config(arg)
         config.train.max_seconds = args.seconds
         label = name + (f":{arg}" if arg else "")
@@ -59,6 +83,9 @@ def main():
             "diversity": m["diversity"], "class_colour_error": m.get("class_colour_error"),
             "miou": m["miou"]["generated"]}
         print(json.dumps({label: results["runs"][label]}), file=sys.stderr)
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump(results, f, indent=1)
     print(json.dumps(results, indent=1))
 
 
