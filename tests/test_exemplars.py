@@ -320,3 +320,25 @@ def test_transfer_score_is_one_for_the_exemplar_itself_and_chance_for_the_layout
         no_car = next(s for s in (scenes.render(i, height=64, width=64) for i in range(50))
                       if bench.car_colour(s) is None)
         bench.score([bench.Record(no_car.image, no_car, no_car, no_car)])
+
+
+def test_file_sources_pair_through_an_official_list_and_the_computed_retrieval(tmp_path):
+    import source_fixtures as fx
+
+    root = str(tmp_path / "ade")
+    train = fx.ade20k(root, "training", count=3)
+    val = fx.ade20k(root, "validation", count=2)
+    listed = tmp_path / "ade20k_ref_test.txt"
+    listed.write_text(f"{val[0]}.jpg,{train[2]}.jpg,{train[0]}.jpg\n{val[1]}.jpg,{train[1]}.jpg\n")
+    data = mlc.ConfigDict(dict(**data_settings(), name="ade20k", root=root, preprocess=dict(load_size=32, crop_size=32),
+                               exemplars=exemplar_settings(validation_list=str(listed), top_k=2)))
+    source = sources.get_source(data, "validation")
+    batch = next(iter(pipeline.eval_dataset(source, sources.preprocess_of(data), 2, process_index=0,
+                                            process_count=1)))
+    numbers = [fx.image_number(np.round((image + 1) * 127.5)) for image in batch["ref_image"]]
+    assert numbers == [2, 1]  # the training examples the list names first (flat images numbered by example)
+    # (ADE20K's file value n + 1 is class n)
+    assert [int(np.bincount(lab.ravel()).argmax()) for lab in batch["ref_label"]] == [2, 1]
+    # without a list: the nearest layouts by class histogram, each training image's own left out
+    refs = sources.get_source(data, "train").exemplars.references
+    assert refs.shape == (3, 2) and not (refs == np.arange(3)[:, None]).any()
