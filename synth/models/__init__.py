@@ -11,6 +11,7 @@ from synth.models.crn_diverse import CRNSystem
 from synth.models.discriminators import Judgement, MultiscaleDiscriminator, NLayerDiscriminator
 from synth.models.encoder import ConvEncoder
 from synth.models.fpse import FPSEDiscriminator
+from synth.models.pix2pix import Pix2PixSystem
 from synth.models.pix2pixhd import Pix2PixHDSystem
 from synth.models.sean import SEANGenerator, SEANSystem
 from synth.models.smis import SMISSystem
@@ -24,6 +25,7 @@ SYSTEMS: dict[str, type[System]] = {
     "pix2pixhd": Pix2PixHDSystem,
     "smis": SMISSystem,  # SMIS / GroupDNet: class-wise codes, group-decreasing generator
     "sean": SEANSystem,
+    "pix2pix": Pix2PixSystem,  # the U-Net on the colour layout, the BatchNorm PatchGAN, cGAN + L1
 }
 
 
