@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from synth.models.base import GANSystem, IMLESystem, System
+from synth.models.bicyclegan import BicycleGANSystem
 from synth.models.ccfpse import CCFPSEGenerator, CCFPSESystem
 from synth.models.crn import CIMLESystem, CRNGenerator
 from synth.models.crn_diverse import CRNSystem
@@ -26,6 +27,7 @@ SYSTEMS: dict[str, type[System]] = {
     "smis": SMISSystem,  # SMIS / GroupDNet: class-wise codes, group-decreasing generator
     "sean": SEANSystem,
     "pix2pix": Pix2PixSystem,  # the U-Net on the colour layout, the BatchNorm PatchGAN, cGAN + L1
+    "bicyclegan": BicycleGANSystem,  # the U-Net with z, the ResNet encoder, cVAE-GAN + cLR-GAN (D, D2)
 }
 
 
