@@ -23,7 +23,9 @@ Each example's ranked references come from one of
   labelled pixels of each class; ignore-id pixels left out), the example itself excluded; ties go to the lower
   index. The histograms and the rankings are cached under $SYNTH_CACHE_DIR/exemplars (default
   ~/.cache/synth/exemplars), keyed by the data (`rarity_cache.dataset_fingerprint` of both splits) and the
-  retrieval settings, written atomically; a file made for other data is recomputed, with a warning.
+  retrieval settings (a digest of them names the file, so other data never overwrites it), written atomically; a
+  damaged file is recomputed, with a warning. L1 distances run as one fused XLA computation on the host's CPU:
+  20,000 scenes (12 classes) rank each other in ~16 s here.
 
 Training draws as the official `Pix2pixDataset.__getitem__` does, one uniform u per example: u <
 `hard_reference_probability` (0.2) takes the hard reference, u < `real_reference_probability` (0.7) the easy one,
@@ -174,22 +176,47 @@ def nearest(query: np.ndarray, pool: np.ndarray, k: int, distance: str = "l1", *
     if distance == "cosine":
         unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)  # noqa: E731
         query, pool = unit(query), unit(pool)
-    block = max(1, (1 << 22) // max(1, pool.size))  # rows per block: ~32 MiB of float64 differences
+        block = max(1, (1 << 24) // len(pool))  # rows per block: 128 MiB of float64 distances
+    else:
+        block = max(1, min(1024, (1 << 26) // max(1, pool.size)))
+        pool_f32 = np.asarray(pool, np.float32)
     out = np.empty((len(query), k), np.int64)
     for start in range(0, len(query), block):
         q = query[start:start + block]
-        if distance == "l1":
-            d = np.abs(q[:, None, :] - pool[None]).sum(-1)
+        if distance == "l1":  # fused by XLA: ~10x numpy's broadcast (float32 distances)
+            d = np.array(_l1_distances(np.asarray(q, np.float32), pool_f32), np.float64)
         else:
             d = 1.0 - q @ pool.T
         if exclude_self:
             rows = np.arange(len(q))
             d[rows, start + rows] = np.inf
-        kth = np.partition(d, k - 1, axis=1)[:, k - 1:k]
-        for r, row in enumerate(d):
-            candidates = np.flatnonzero(row <= kth[r])  # ascending indices: lexsort breaks ties by index
+        part = np.argpartition(d, k - 1, axis=1)[:, :k]  # the k smallest, unordered
+        vals = np.take_along_axis(d, part, 1)
+        order = np.lexsort((part, vals), axis=1)  # by distance, then index
+        out[start:start + len(q)] = np.take_along_axis(part, order, 1)
+        # a tie at the k-th distance: argpartition may have kept a higher index than one it left out
+        tied = np.flatnonzero((d <= vals.max(1, keepdims=True)).sum(1) > k)
+        for r in tied:
+            row = d[r]
+            candidates = np.flatnonzero(row <= vals[r].max())  # ascending indices: lexsort breaks ties by index
             out[start + r] = candidates[np.lexsort((candidates, row[candidates]))][:k]
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def _l1_jit():
+    import jax
+    import jax.numpy as jnp
+
+    return jax.jit(lambda q, p: jnp.abs(q[:, None, :] - p[None]).sum(-1))
+
+
+def _l1_distances(q: np.ndarray, pool: np.ndarray) -> np.ndarray:
+    """[len(q), len(pool)] L1 distances between histogram rows (float32), on the host's CPU."""
+    import jax
+
+    with jax.default_device(jax.devices("cpu")[0]):
+        return np.asarray(_l1_jit()(q, pool))
 
 
 # -- the on-disk cache
@@ -197,6 +224,12 @@ def nearest(query: np.ndarray, pool: np.ndarray, k: int, distance: str = "l1", *
 
 def _slug(s) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(s))
+
+
+def _digest(meta: dict) -> str:
+    """Names a cache file by what it was made from, so that other data (a small test split, other settings) gets
+    a file of its own instead of overwriting this one."""
+    return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def cache_dir() -> Path:
@@ -246,8 +279,8 @@ def _fingerprint(source) -> dict:
 def cached_histograms(source, directory: Path | None = None) -> np.ndarray:
     """`class_histograms(source)`, computed once and cached (keyed by the source's fingerprint)."""
     directory = Path(directory) if directory is not None else cache_dir()
-    path = directory / f"histograms_{_slug(source.spec.name)}_{_slug(source.split)}.npz"
     meta = {"format": CACHE_FORMAT, "fingerprint": _fingerprint(source)}
+    path = directory / f"histograms_{_slug(source.spec.name)}_{_slug(source.split)}_{_digest(meta)}.npz"
     found = _read(path, meta)
     if found is not None:
         return found["histograms"]
@@ -262,9 +295,9 @@ def cached_retrieval(query, pool, settings: Settings, *, same_split: bool,
                      directory: Path | None = None) -> np.ndarray:
     """int64 [N, k]: the nearest training layouts of every example of `query` (`nearest`), cached."""
     directory = Path(directory) if directory is not None else cache_dir()
-    path = directory / f"retrieval_{_slug(query.spec.name)}_{_slug(query.split)}.npz"
     meta = {"format": CACHE_FORMAT, "query": _fingerprint(query), "pool": _fingerprint(pool),
             "same_split": bool(same_split), "top_k": int(settings.top_k), "distance": settings.distance}
+    path = directory / f"retrieval_{_slug(query.spec.name)}_{_slug(query.split)}_{_digest(meta)}.npz"
     found = _read(path, meta)
     if found is not None:
         return found["references"]

@@ -56,14 +56,20 @@ def test_retrieval_is_cached_per_dataset_and_recomputed_for_other_data(monkeypat
     assert refs.shape == (NUM_TRAIN, 4) and not (refs == np.arange(NUM_TRAIN)[:, None]).any()
     hist = exemplars.class_histograms(train.exemplars.query)
     np.testing.assert_array_equal(refs, exemplars.nearest(hist, hist, 4, exclude_self=True))
-    with monkeypatch.context() as m:
-        m.setattr(exemplars, "class_histograms", lambda s: pytest.fail("recomputed a cached retrieval"))
-        np.testing.assert_array_equal(sources.get_source(_data(), "train").exemplars.references, refs)
+    computed, real = [], exemplars.class_histograms
+    monkeypatch.setattr(exemplars, "class_histograms", lambda s: computed.append(s.num_examples) or real(s))
+    np.testing.assert_array_equal(sources.get_source(_data(), "train").exemplars.references, refs)
     other = _data()
     other.scenes.num_train = NUM_TRAIN + 1
+    assert sources.get_source(other, "train").exemplars.references.shape == (NUM_TRAIN + 1, 4)
+    np.testing.assert_array_equal(sources.get_source(_data(), "train").exemplars.references, refs)
+    assert computed == [NUM_TRAIN + 1]  # other data gets its own files; the first ones stay
+    damaged = sorted(exemplars.cache_dir().glob("retrieval_scenes_train_*.npz"))
+    for path in damaged:
+        path.write_bytes(b"not a zip")
     with caplog.at_level(logging.WARNING):
-        again = sources.get_source(other, "train").exemplars.references
-    assert again.shape == (NUM_TRAIN + 1, 4) and "made for other data" in caplog.text
+        np.testing.assert_array_equal(sources.get_source(_data(), "train").exemplars.references, refs)
+    assert "unreadable" in caplog.text and computed == [NUM_TRAIN + 1]  # re-ranked from the cached histograms
 
 
 # -- the official draw
