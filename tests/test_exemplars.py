@@ -348,3 +348,18 @@ def test_file_sources_pair_through_an_official_list_and_the_computed_retrieval(t
     # without a list: the nearest layouts by class histogram, each training image's own left out
     refs = sources.get_source(data, "train").exemplars.references
     assert refs.shape == (3, 2) and not (refs == np.arange(3)[:, None]).any()
+
+
+def test_the_trainers_abstract_batch_holds_the_exemplar_keys_of_a_system_that_reads_them():
+    from types import SimpleNamespace
+
+    from synth.training import sharding
+    from synth.training.base_trainer import BaseTrainer
+
+    model = _model(CopyExemplar, "copy_exemplar")
+    fake = SimpleNamespace(config=mlc.ConfigDict({"train": {"batch_size": 8}}), height=H, width=W,
+                           system=model.system, spec=model.spec, mesh=sharding.make_mesh())
+    fake.system.batch_keys = ("label", "ref_label", "ref_image", "self_ref")
+    shapes = {k: (v.shape, v.dtype.name) for k, v in BaseTrainer.abstract_batch(fake).items()}
+    assert shapes == {"label": ((8, H, W), "int32"), "ref_label": ((8, H, W), "int32"),
+                      "ref_image": ((8, H, W, 3), "float32"), "self_ref": ((8,), "float32")}
