@@ -30,7 +30,7 @@ PRESETS = {
     "imle": ("scenes_cimle", "scenes_cimle:uniform", "scenes_spade"),
     # The rows of conditional IMLE's comparison (issue 26): rebalancing none / dataset+loss where both exist.
     "baselines": ("scenes_cimle:uniform", "scenes_cimle", "scenes_crn", "scenes_crn:rebalance",
-                  "scenes_pix2pixhd:noise=8", "scenes_bicyclegan", "scenes_spade:vae,vgg", "scenes_pix2pix"),
+                  "scenes_pix2pixhd:noise=8,rebalance", "scenes_bicyclegan", "scenes_spade:vae,vgg", "scenes_pix2pix"),
 }
 
 

@@ -16,8 +16,8 @@ Deviations, named:
 - Adam's epsilon is added to sqrt(v-hat) (optax), TF's to sqrt(v) before bias correction (as conditional IMLE's
   trainer).
 - `rebalance` (the cIMLE paper's "CRN with rebalancing": its dataset and loss rebalancing applied to CRN): the
-  rarity sampler cycling road, building, sky, other, sidewalk and the per-pixel rarity weights inside the loss. The
-  GAN trainer does not feed them yet, so the config is refused until it does (crn_diverse.GAN_TRAINER_REBALANCES).
+  rarity sampler cycling road, building, sky, other, sidewalk and the per-pixel rarity weights inside the loss, fed
+  by the GAN trainer (`config.rebalance`, synth/training/gan_trainer.py).
 
 Fields of this system: `model.images` (k), `loss.layer_weights` ((layer, weight) pairs, "pixels" for the image),
 `loss.lambda_vgg` (the loss's weight, 1; nonzero is also what loads `loss.vgg`), `loss.vgg_layers` (the layers the

@@ -8,7 +8,7 @@ scene classes (+ the empty ignore channel), no instance edges, as the official l
 
 Arguments (comma separated): `tiny` (tests: 32x32, widths 4, k 3, the loss to relu2_2, batch 8, 4 steps), `images=K`,
 `random_vgg` (a random-weight VGG-19 for the loss: no files), `rebalance` (data and loss rebalancing by rarity,
-the rarity classes cycled being the 5 largest; refused until the GAN trainer feeds it).
+the rarity classes cycled being the 5 largest).
 """
 
 import ml_collections as mlc

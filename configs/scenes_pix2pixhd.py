@@ -10,7 +10,9 @@ scene classes + instance edges.
 Arguments (comma separated): `tiny` (tests: 32x32, ngf 4, ndf 4, 2 downsamplings, 2 residual blocks, 4 steps),
 `vgg`, `features=instance` or `features=label` (the encoder's per-instance features as generator input),
 `noise=N` (the conditional-IMLE paper's "pix2pixHD + noise" baseline: an N-channel per-pixel Gaussian noise map
-concatenated to G's input, `model.noise_nc`; 0, the default, is the official pix2pixHD).
+concatenated to G's input, `model.noise_nc`; 0, the default, is the official pix2pixHD), `rebalance` (that
+baseline's dataset rebalancing: the rarity sampler draws the epochs, cycling the 5 largest classes, as
+`scenes_cimle`; pix2pixHD's losses take no per-pixel weights, so no loss rebalancing).
 """
 
 import ml_collections as mlc
@@ -20,7 +22,7 @@ from configs.pix2pixhd_cityscapes import pix2pixhd_model, pix2pixhd_training
 
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
-    a = parse_arg(arg, tiny=False, vgg=False, features="none", noise=0)
+    a = parse_arg(arg, tiny=False, vgg=False, features="none", noise=0, rebalance=False)
     config = mlc.ConfigDict()
     config.model = pix2pixhd_model(ngf=16, ndf=32, features=a.features, nef=8, noise_nc=a.noise)
     config.update(pix2pixhd_training(steps_per_epoch=1000, niter=1, niter_decay=1))
@@ -38,4 +40,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
         config.train.update(num_steps=4, decay_start_step=2, log_every=2, image_every=4, checkpoint_every=2,
                             eval_batches=1)
         config.loss.lambda_vgg = 0.0
+    if a.rebalance:
+        config.rebalance = mlc.ConfigDict(dict(data=True, loss=False, cycle_classes=(), cycle_largest=5,
+                                               rarity_min_images=68, rarity_skipped_score="image_max"))
     return config

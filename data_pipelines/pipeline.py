@@ -70,6 +70,21 @@ def train_order(seed: int, num_examples: int, position: int) -> int:
     return int(_epoch_order(seed, epoch, num_examples)[offset])
 
 
+def epoch_order(sample, num_examples: int):
+    """A stream order from `sample(n, epoch)` -> n example indices (e.g. `RebalancedSampler.sample`): position p
+    reads entry p mod n of epoch p // n's draw; each epoch drawn once per process."""
+    cache = {}
+
+    def order(position: int) -> int:
+        epoch, row = divmod(int(position), num_examples)
+        if epoch not in cache:
+            cache.clear()  # positions only move forward (a few batches ahead at most)
+            cache[epoch] = np.asarray(sample(num_examples, epoch))
+        return int(cache[epoch][row])
+
+    return order
+
+
 def _resize(x, size, method):
     tf = _tf()
     if method == "nearest":
@@ -226,11 +241,13 @@ def _jax_process():
 
 def train_dataset(source: Source, pp: Preprocess, global_batch: int, *, seed: int = 0, start_step: int = 0,
                   process_index: int | None = None, process_count: int | None = None,
-                  num_parallel_calls: int | None = None, decode: str | None = None):
+                  num_parallel_calls: int | None = None, decode: str | None = None, order=None):
     """Endless training batches for this host: dicts of image float32[b,H,W,3] in [-1,1], label int32 and
     (if used) instance int32 [b,H,W], and `index` int64[b]; b = global_batch / process_count.
     `decode`: 'python' or 'validated_tf' (same batches, see `fast_decode.py`); None: `source.decode`.
-    `num_parallel_calls`: decoders; None: `source.decode_workers`, else `default_decode_workers()`."""
+    `num_parallel_calls`: decoders; None: `source.decode_workers`, else `default_decode_workers()`.
+    `order`: None (a fresh permutation per epoch of `seed`) or a function of the global stream position to the
+    example index, pure so that a resumed run reads the same examples (the rarity sampler's, `epoch_order`)."""
     tf = _tf()
     if process_index is None:
         process_index, process_count = _jax_process()
@@ -245,6 +262,8 @@ def train_dataset(source: Source, pp: Preprocess, global_batch: int, *, seed: in
         return step * global_batch + process_index * local_batch + row
 
     def index_at(position):
+        if order is not None:
+            return np.int64(order(int(position)))
         return np.int64(train_order(stream_seed, source.num_examples, position))
 
     slot = _ErrorSlot()

@@ -40,6 +40,12 @@ RULES: dict[str, Rule] = {
     "train.precision": one_of("float32", "bfloat16"),  # synth.precision.PRECISIONS
     "train.remat": one_of("none", "blocks", "full"),  # synth.training.remat.POLICIES
     "train.shard_state": BOOLEAN,
+    # Rarity rebalancing for GAN systems (synth/training/gan_trainer.py), as config.imle's fields.
+    "rebalance.data": BOOLEAN,
+    "rebalance.loss": BOOLEAN,
+    "rebalance.cycle_largest": COUNT,
+    "rebalance.rarity_min_images": COUNT,
+    "rebalance.rarity_skipped_score": one_of("image_max", "official"),  # synth.rarity.SKIPPED_SCORES
     "optim.lr_g": number(above=0.0),
     "optim.lr_d": number(above=0.0),
     "optim.b1": PROBABILITY,

@@ -44,10 +44,6 @@ CRN_CITYSCAPES_256_LAYER_WEIGHTS = (("pixels", 1.0), ("relu1_2", 1 / 1.6), ("rel
                                     ("relu3_2", 1 / 1.8), ("relu4_2", 1 / 2.8), ("relu5_2", 10 / 0.8))
 MIN_WEIGHT, MEAN_WEIGHT = 0.999, 0.001  # G_loss = sum(min over images) * 0.999 + sum(mean over images) * 0.001
 
-# The GAN trainer does not feed rarity rebalancing yet (no sampler, no per-pixel weights in its batches); the
-# system reads `batch["weights"]` once it does. Until then a config that asks for it is refused, not ignored.
-GAN_TRAINER_REBALANCES = False
-
 
 def split_images(head: jnp.ndarray, k: int) -> jnp.ndarray:
     """The head's [B, H, W, 3k] -> k images [B, k, H, W, 3]: image i is channels (i, k + i, 2k + i)."""
@@ -118,11 +114,6 @@ class CRNSystem(GANSystem):
         "loss.layer_weights": cc.Rule(lambda v: isinstance(v, (tuple, list)) and len(v) > 0 and all(
             isinstance(p, (tuple, list)) and len(p) == 2 and isinstance(p[0], str) and cc.NON_NEGATIVE.ok(p[1])
             for p in v), "a non-empty tuple of (layer name, weight >= 0) pairs"),
-        "rebalance.data": cc.BOOLEAN,
-        "rebalance.loss": cc.BOOLEAN,
-        "rebalance.cycle_largest": cc.COUNT,
-        "rebalance.rarity_min_images": cc.COUNT,
-        "rebalance.rarity_skipped_score": cc.one_of("image_max", "official"),
     }
 
     @classmethod
@@ -141,11 +132,6 @@ class CRNSystem(GANSystem):
         if missing:
             problems.append(f"config.loss.layer_weights names {missing}, which config.loss.vgg_layers {have} does not "
                             "give")
-        rebalance = config.get("rebalance") or {}
-        for field in ("data", "loss"):
-            if rebalance.get(field) and not GAN_TRAINER_REBALANCES:
-                problems.append(f"config.rebalance.{field} = True: the GAN trainer does not feed rarity rebalancing "
-                                "yet (no rarity sampler or per-pixel weights in its batches)")
         return problems
 
     def __init__(self, config, spec, height: int, width: int):
