@@ -7,6 +7,7 @@ from __future__ import annotations
 from synth.models.base import GANSystem, IMLESystem, System
 from synth.models.bicyclegan import BicycleGANSystem
 from synth.models.ccfpse import CCFPSEGenerator, CCFPSESystem
+from synth.models.cocosnet import CoCosNetSystem
 from synth.models.crn import CIMLESystem, CRNGenerator
 from synth.models.crn_diverse import CRNSystem
 from synth.models.discriminators import Judgement, MultiscaleDiscriminator, NLayerDiscriminator
@@ -26,6 +27,7 @@ SYSTEMS: dict[str, type[System]] = {
     "pix2pixhd": Pix2PixHDSystem,
     "smis": SMISSystem,  # SMIS / GroupDNet: class-wise codes, group-decreasing generator
     "sean": SEANSystem,
+    "cocosnet": CoCosNetSystem,  # CoCosNet v1: exemplar warped by a dense correspondence, then translated
     "pix2pix": Pix2PixSystem,  # the U-Net on the colour layout, the BatchNorm PatchGAN, cGAN + L1
     "bicyclegan": BicycleGANSystem,  # the U-Net with z, the ResNet encoder, cVAE-GAN + cLR-GAN (D, D2)
 }

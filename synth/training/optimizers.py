@@ -22,7 +22,8 @@ def schedule(lr: float, num_steps: int, decay_start_step: int) -> optax.Schedule
 
 
 def adam(optim, train, which: str) -> optax.GradientTransformation:
-    """Adam for 'g' (the generator side) or 'd'; SPADE's betas (0, 0.9) and G 1e-4 / D 4e-4 by default.
+    """Adam for 'g' (the generator side) or 'd'; SPADE's betas (0, 0.9) and G 1e-4 / D 4e-4 by default; epsilon
+    `optim.eps_g` / `optim.eps_d` where set, else `optim.eps` (default 1e-8).
 
     With `optim.fix_steps` > 0, the generator side's first `fix_steps` updates train only the parameters whose
     path ("g/...", "e/...") matches `optim.fix_trainable`; then a new Adam trains them all (`staged`)."""
@@ -31,7 +32,9 @@ def adam(optim, train, which: str) -> optax.GradientTransformation:
 
     def make(offset: int) -> optax.GradientTransformation:
         # The learning rate follows the global step, whichever stage's count the optimiser keeps.
-        return optax.adam(lambda count: lr_at(count + offset), b1=optim.b1, b2=optim.b2, eps=optim.get("eps", 1e-8))
+        # `eps_g` / `eps_d` set one side's epsilon (CoCosNet's G-side Adam takes 1e-3, its D torch's 1e-8).
+        eps = optim.get(f"eps_{which}", optim.get("eps", 1e-8))
+        return optax.adam(lambda count: lr_at(count + offset), b1=optim.b1, b2=optim.b2, eps=eps)
 
     fix_steps = int(optim.get("fix_steps", 0) or 0) if which == "g" else 0
     if fix_steps <= 0:
