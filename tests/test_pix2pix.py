@@ -110,6 +110,7 @@ def test_test_time_sampling_is_the_official_training_mode_per_image(tiny):
     # the official --eval: running statistics, no dropout, no key needed
     config = config.copy_and_resolve_references()
     config.model.test_mode = "eval"
+    assert system.stochastic and not models.build(config).stochastic
     evaluated = models.build(config).jitted_sample(v, batch)
     np.testing.assert_allclose(evaluated, system.generator.apply(v["g"], system.conditioning(batch), train=False),
                                atol=1e-6)

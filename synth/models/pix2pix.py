@@ -68,7 +68,7 @@ def size_problems(m, height: int, width: int, style: str) -> list[str]:
 class Pix2PixSystem(GANSystem):
     """pix2pix: the U-Net on the colour layout, the BatchNorm PatchGAN, cGAN + L1, D updated first."""
 
-    stochastic = True  # dropout at test time (the official default)
+    stochastic = True  # dropout at test time (the official default); see __init__
     batch_keys = ("label", "image")
     d_first = True
     joint_d_pass = False
@@ -95,6 +95,11 @@ class Pix2PixSystem(GANSystem):
         g = UNetGenerator(3, m.num_downs, m.ngf, m.norm, m.dropout, "pix2pix", 0, m.init, m.init_gain)
         d = PatchGAN(m.ndf, m.n_layers_D, 1, m.norm, m.norm == "instance", m.init, m.init_gain)
         return {"g": g, "d": d}
+
+    def __init__(self, config, spec, height: int, width: int):
+        super().__init__(config, spec, height, width)
+        # Test-time training mode draws dropout masks; --eval (or no dropout) samples deterministically.
+        self.stochastic = config.model.test_mode == "train" and bool(config.model.dropout)
 
     def conditioning(self, batch: dict) -> jnp.ndarray:
         return label_image(batch, self.spec.table)
