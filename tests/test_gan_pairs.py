@@ -39,8 +39,8 @@ class ToyD(nn.Module):
 
 
 class Toy(GANSystem):
-    """G maps the layout to an image; "d" judges the image, "d2" (when there) half of it with weight 2 and no
-    feature matching; G's own term is the L1 to the real image."""
+    """G maps the layout to an image; "d" judges the image, "d2" (when there) half of it with weight 2 on G's term,
+    3 on D's and no feature matching; G's own term is the L1 to the real image."""
 
     def __init__(self, roles=("d", "d2"), d_first=False, joint=True):
         self.discriminator_roles, self.d_first, self.joint_d_pass = roles, d_first, joint
@@ -69,7 +69,7 @@ class Toy(GANSystem):
         pairs = [Adversarial("d", cond, out.image, cond, batch["image"])]
         if "d2" in self.discriminator_roles:
             pairs.append(Adversarial("d2", cond, 0.5 * out.image, cond, batch["image"], weight=2.0,
-                                     feature_matching=False))
+                                     feature_matching=False, d_weight=3.0))
         return pairs
 
     def generator_losses(self, aux, batch, features):
@@ -131,7 +131,7 @@ def test_two_discriminators_each_judge_their_own_pair_with_its_weight():
     close(new["g"]["params"], jax.tree.map(lambda p, g: p - g, g0,
                                            jax.grad(lambda p: g_loss(system, p, state, ("d", "d2")))(g0)))
     fake = system.networks["g"].apply({"params": g0}, BATCH["cond"], train=True)  # the G step's own fake (reuse)
-    for role, f, w in (("d", fake, 1.0), ("d2", 0.5 * fake, 2.0)):
+    for role, f, w in (("d", fake, 1.0), ("d2", 0.5 * fake, 3.0)):
         p0 = state[role]["params"]
         close(new[role]["params"], jax.tree.map(lambda p, g: p - g, p0,
                                                 jax.grad(lambda p: d_loss(system, p, state, role, f, w))(p0)))

@@ -50,7 +50,8 @@ class Adversarial(NamedTuple):
     """One discriminator's view of one fake: the discriminator `role` judges (cond, fake) as fake and (real_cond,
     real) as real. The generator is rewarded for `fake` judged real (weight * adversarial term, plus feature matching
     between the two judgements when `feature_matching` and `loss.lambda_feat`); D is trained on both, weighted by
-    weight * `loss.d_loss_weight`."""
+    d_weight * `loss.d_loss_weight` (d_weight None: the same as `weight`, CoCosNet's weight_gan on both sides;
+    BicycleGAN weighs only G's terms, d_weight 1)."""
 
     role: str
     cond: jnp.ndarray
@@ -59,6 +60,7 @@ class Adversarial(NamedTuple):
     real: jnp.ndarray
     weight: float = 1.0
     feature_matching: bool = True
+    d_weight: float | None = None
 
 
 class GeneratorOutput(NamedTuple):

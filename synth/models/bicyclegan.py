@@ -136,8 +136,11 @@ class BicycleGANSystem(GANSystem):
         a1, a2 = cond[:half], cond[half:]
         b1, b2 = batch["image"][:half], batch["image"][half:]
         loss = self.config.loss
-        return [Adversarial("d", a1, out.aux["fake_encoded"], a1, b1, loss.lambda_GAN, feature_matching=False),
-                Adversarial("d2", a1, out.aux["fake_random"], a2, b2, loss.lambda_GAN2, feature_matching=False)]
+        # lambda_GAN / lambda_GAN2 weigh G's terms only: the official backward_D sums D's terms unweighted.
+        return [Adversarial("d", a1, out.aux["fake_encoded"], a1, b1, loss.lambda_GAN, feature_matching=False,
+                            d_weight=1.0),
+                Adversarial("d2", a1, out.aux["fake_random"], a2, b2, loss.lambda_GAN2, feature_matching=False,
+                            d_weight=1.0)]
 
     def generator_losses(self, aux: dict, batch: dict, features) -> dict:
         loss = self.config.loss

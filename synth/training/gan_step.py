@@ -123,7 +123,7 @@ def make_gan_step(system: GANSystem, config, tx_g, tx_d, schedules: tuple, featu
             else:  # fake first, then real, as pix2pix's and BicycleGAN's backward_D
                 fake_j, d_vars[pair.role] = judge(d_vars[pair.role], pair.cond, fake)
                 real_j, d_vars[pair.role] = judge(d_vars[pair.role], pair.real_cond, pair.real)
-            w = d_weight * pair.weight
+            w = d_weight * (pair.weight if pair.d_weight is None else pair.d_weight)
             terms[_numbered("d_fake", i)] = w * adversarial(fake_j, real=False, for_discriminator=True)
             terms[_numbered("d_real", i)] = w * adversarial(real_j, real=True, for_discriminator=True)
             logits[_numbered("d_pred_fake", i)] = jnp.mean(jnp.stack([jnp.mean(p) for p in fake_j.predictions]))
