@@ -300,6 +300,34 @@ def test_config_problems_are_named_before_building(tiny):
         config_check.validate(size)
 
 
+def test_converter_reorders_layout_channels_with_their_spectral_vectors():
+    """The official ADE20K keeps "other" as channel 0, ours last: every weight reading layout channels (after the 3
+    warp channels in G's input) is reordered, spectral v in torch's (in, kh, kw) flattening too, and a mask-mixed
+    residual conv on both sides; image channels stay."""
+    from synth.convert import cocosnet_torch as ct
+    rng = np.random.default_rng(0)
+    order = (1, 2, 3, 0)
+    fc = rng.normal(size=(5, 3 + 4, 3, 3))
+    spec_w, spec_v, spec_u = rng.normal(size=(6, 4, 3, 3)), rng.normal(size=4 * 9), rng.normal(size=6)
+    res_w, res_b = rng.normal(size=(8 + 4, 8 + 4, 3, 3)), rng.normal(size=8 + 4)
+    sd = {"fc.weight": fc, "adaptive_model_seg.layer1.0.weight_orig": spec_w,
+          "adaptive_model_seg.layer1.0.weight_v": spec_v, "adaptive_model_seg.layer1.0.weight_u": spec_u,
+          "layer.0.conv1.weight": res_w, "layer.0.conv1.bias": res_b, "adaptive_model_img.layer1.0.weight_orig": fc}
+    g = ct.permute_layout_channels(sd, ct._g_rules("warp_mask"), order)
+    np.testing.assert_array_equal(g["fc.weight"], fc[:, [0, 1, 2, 4, 5, 6, 3]])
+    rules = ct._corr_rules(type("M", (), {"maskmix": True, "ngf": 2})())
+    c = ct.permute_layout_channels(sd, rules, order)
+    np.testing.assert_array_equal(c["adaptive_model_seg.layer1.0.weight_orig"], spec_w[:, [1, 2, 3, 0]])
+    np.testing.assert_array_equal(c["adaptive_model_seg.layer1.0.weight_v"],
+                                  spec_v.reshape(4, 9)[[1, 2, 3, 0]].reshape(-1))
+    np.testing.assert_array_equal(c["adaptive_model_seg.layer1.0.weight_u"], spec_u)  # output channels stay
+    keep = list(range(8)) + [9, 10, 11, 8]
+    np.testing.assert_array_equal(c["layer.0.conv1.weight"], res_w[keep][:, keep])
+    np.testing.assert_array_equal(c["layer.0.conv1.bias"], res_b[keep])
+    np.testing.assert_array_equal(c["adaptive_model_img.layer1.0.weight_orig"], fc)  # the image adaptor: untouched
+    assert ct.ADE20K_ORDER[:2] == (1, 2) and ct.ADE20K_ORDER[150] == 0
+
+
 # ---------------------------------------------------------------------------------------------------- parity
 
 COCOSNET_ROOT, needs_official_cocosnet = official_checkout("COCOSNET_ROOT", "/tmp/cocosnet_ref",

@@ -58,8 +58,14 @@ def _smis(system, path: str) -> dict:
     return out
 
 
+def _cocosnet(system, path: str) -> dict:
+    """`latest_net_G.pth`, and `latest_net_Corr.pth` beside it (the correspondence net)."""
+    from synth.convert import cocosnet_torch
+    return cocosnet_torch.official_variables(system, path)
+
+
 OFFICIAL = {"spade": _spade, "ccfpse": _ccfpse, "crn": _cimle, "pix2pixhd": _pix2pixhd, "sean": _sean,
-            "smis": _smis,
+            "smis": _smis, "cocosnet": _cocosnet,
             "crn_diverse": _cimle}  # CRN's own TF checkpoints (result_GTA/, result_256p/): the same names, 27-ch head
 
 
