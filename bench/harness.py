@@ -284,3 +284,37 @@ def parity_main(doc: str, *, repo: str, env_var: str, default_root: str, setting
     results["tolerance"] = args.tolerance
     print(json.dumps(results, indent=2))
     sys.exit(0 if ok else 1)
+
+
+# Torch-side helpers the parity drivers (scripts run by the official code's interpreter) share: dropout with
+# masks drawn once per module and kept (so both sides apply the same masks), biases moved off zero (so a bias
+# that one side drops shows), state dicts saved as .npz for the converters, NCHW -> NHWC. They read the driver's
+# `a.out`.
+TORCH_DRIVER_HELPERS = r'''
+masks = {}
+
+
+def fixed_mask(mod, name, p):
+    def forward(x):
+        if not mod.training:
+            return x
+        if name not in masks:
+            masks[name] = (torch.rand_like(x) >= p).float()
+        return x * masks[name] / (1 - p)
+    return forward
+
+
+def perturb(net):
+    with torch.no_grad():
+        for name, prm in net.named_parameters():
+            if name.endswith("bias"):
+                prm.add_(0.1 * torch.randn_like(prm))
+    return net
+
+
+def save_sd(name, net):
+    np.savez(os.path.join(a.out, name + "_sd.npz"), **{k: v.detach().numpy() for k, v in net.state_dict().items()})
+
+
+nhwc = lambda t: t.detach().numpy().transpose(0, 2, 3, 1)  # noqa: E731
+'''

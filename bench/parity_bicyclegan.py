@@ -81,33 +81,7 @@ m = build(["--netG", net_g, "--netE", net_e, "--where_add", s["where_add"], "--n
            str(s["ndf"]), "--nef", str(s["nef"]), "--nz", str(s["nz"]), "--load_size", str(size), "--crop_size",
            str(size)] + (["--conditional_D"] if s["conditional_D"] else []))
 G, D, D2, E = m.netG, m.netD, m.netD2, m.netE
-masks = {}
-
-
-def fixed_mask(mod, name, p):
-    def forward(x):
-        if not mod.training:
-            return x
-        if name not in masks:
-            masks[name] = (torch.rand_like(x) >= p).float()
-        return x * masks[name] / (1 - p)
-    return forward
-
-
-def perturb(net):
-    with torch.no_grad():
-        for name, prm in net.named_parameters():
-            if name.endswith("bias"):
-                prm.add_(0.1 * torch.randn_like(prm))
-    return net
-
-
-def save_sd(name, net):
-    np.savez(os.path.join(a.out, name + "_sd.npz"), **{k: v.detach().numpy() for k, v in net.state_dict().items()})
-
-
-nhwc = lambda t: t.detach().numpy().transpose(0, 2, 3, 1)  # noqa: E731
-image = lambda: torch.rand(b, 3, size, size) * 2 - 1  # noqa: E731
+''' + harness.TORCH_DRIVER_HELPERS + r'''image = lambda: torch.rand(b, 3, size, size) * 2 - 1  # noqa: E731
 res = {}
 with torch.no_grad():
     for net in (G, D, D2, E):

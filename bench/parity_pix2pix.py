@@ -67,33 +67,7 @@ with contextlib.redirect_stdout(io.StringIO()):  # init_weights prints
     official = {"netG_unet_256": count(networks.define_G(3, 3, 64, "unet_256", "batch", True, "normal")),
                 "netD_basic": count(networks.define_D(6, 64, "basic", 3, "batch", False, "normal"))}
 
-masks = {}
-
-
-def fixed_mask(mod, name, p):
-    def forward(x):
-        if not mod.training:
-            return x
-        if name not in masks:
-            masks[name] = (torch.rand_like(x) >= p).float()
-        return x * masks[name] / (1 - p)
-    return forward
-
-
-def perturb(net):
-    with torch.no_grad():
-        for name, prm in net.named_parameters():
-            if name.endswith("bias"):
-                prm.add_(0.1 * torch.randn_like(prm))
-    return net
-
-
-def save_sd(name, net):
-    np.savez(os.path.join(a.out, name + "_sd.npz"), **{k: v.detach().numpy() for k, v in net.state_dict().items()})
-
-
-nhwc = lambda t: t.detach().numpy().transpose(0, 2, 3, 1)  # noqa: E731
-layout = lambda: torch.rand(b, 3, size, size) * 2 - 1  # noqa: E731
+''' + harness.TORCH_DRIVER_HELPERS + r'''layout = lambda: torch.rand(b, 3, size, size) * 2 - 1  # noqa: E731
 res = {}
 perturb(G).train()
 with torch.no_grad():
