@@ -13,8 +13,14 @@ light) and compared with the exemplar's ground-truth modes:
 
 each against chance: the agreement expected if the output's modes were independent of the exemplar (the product of
 the measured and the exemplar marginals over all outputs), and against the other exemplar of the pair (a model
-that ignores its exemplar matches either as often). `score` is the scoring; with the real images standing in for
-the outputs it gives 1.0 when the exemplar is the image itself and about chance for the layout's own image.
+that ignores its exemplar matches either as often). Modes need a recognisable picture; for a model early in training
+`closer_to_exemplar` also says whether the output's colours lean towards its exemplar at all: the share of outputs
+whose median sky colour (and mean car colour) is nearer its exemplar's than the other exemplar's (chance 0.5), and
+`exemplar_switch`, per layout, whether swapping E_a for E_b moves the output towards E_b (its colour's distance to
+E_a minus its distance to E_b grows; identical outputs count half: chance 0.5) and by how much (RGB levels, half
+the change of that difference; 0 for a model that ignores its exemplar). `score` is the scoring; with the real
+images standing in for the outputs it gives 1.0 when the exemplar is the image itself and about chance for the
+layout's own image.
 
 Usage:
   python bench/cocosnet_exemplar_transfer.py --workdir RUN            # a trained scenes_cocosnet run
@@ -72,6 +78,44 @@ def _agreement(measured: list[int], own: list[int], other: list[int], categories
             "unrecognised": float(np.mean(measured == modes.NO_MODE))}
 
 
+def _colour(image: np.ndarray, label: np.ndarray, class_id: int, reduce) -> np.ndarray | None:
+    pixels = modes.to_255(image)[label == class_id]
+    return reduce(pixels, axis=0) if len(pixels) >= modes.MIN_PIXELS else None
+
+
+def _closer(records: list[Record], class_id: int, reduce) -> dict:
+    """Share of outputs whose colour of `class_id` is nearer the exemplar's than the other exemplar's."""
+    closer = []
+    for r in records:
+        out = _colour(r.output, r.layout.label, class_id, reduce)
+        own = _colour(r.exemplar.image, r.exemplar.label, class_id, reduce)
+        other = _colour(r.other.image, r.other.label, class_id, reduce)
+        if out is not None and own is not None and other is not None:
+            closer.append(np.linalg.norm(out - own) < np.linalg.norm(out - other))
+    return {"scored": len(closer), "share": float(np.mean(closer)) if closer else float("nan"), "chance": 0.5}
+
+
+def _switch(records: list[Record], class_id: int, reduce) -> dict:
+    """Over layouts rendered with both exemplars of a pair: does the output follow the switch of exemplar?"""
+    by_layout: dict[int, list[Record]] = {}
+    for r in records:
+        by_layout.setdefault(id(r.layout), []).append(r)
+    moved, shift = [], []
+    for group in by_layout.values():
+        if len(group) != 2 or group[0].exemplar is not group[1].other or group[0].other is not group[1].exemplar:
+            continue
+        a, b = group
+        colours = [_colour(x, a.layout.label, class_id, reduce) for x in (a.output, b.output)]
+        refs = [_colour(e.image, e.label, class_id, reduce) for e in (a.exemplar, b.exemplar)]
+        if any(c is None for c in colours + refs):
+            continue
+        lean = [np.linalg.norm(c - refs[0]) - np.linalg.norm(c - refs[1]) for c in colours]  # > 0: nearer E_b
+        moved.append(0.5 if lean[1] == lean[0] else float(lean[1] > lean[0]))
+        shift.append((lean[1] - lean[0]) / 2.0)
+    return {"layouts": len(moved), "share": float(np.mean(moved)) if moved else float("nan"),
+            "mean_shift_rgb": float(np.mean(shift)) if shift else float("nan"), "chance": 0.5}
+
+
 def score(records: list[Record]) -> dict:
     """How often outputs take their exemplar's light mode and car colour, against chance (module docstring).
     Exemplars (and the other exemplars) must have a single car colour; outputs without sky are not scored for
@@ -92,6 +136,10 @@ def score(records: list[Record]) -> dict:
                     lst.append(v)
     return {"light": _agreement(*light, len(scenes.GLOBAL_MODES)),
             "car_colour": _agreement(*car, len(scenes.CAR_MODES)),
+            "closer_to_exemplar": {"sky_median_colour": _closer(records, scenes.SKY, np.median),
+                                   "car_mean_colour": _closer(records, scenes.CAR, np.mean)},
+            "exemplar_switch": {"sky_median_colour": _switch(records, scenes.SKY, np.median),
+                                "car_mean_colour": _switch(records, scenes.CAR, np.mean)},
             "outputs": len(records)}
 
 

@@ -318,7 +318,21 @@ def test_transfer_score_is_one_for_the_exemplar_itself_and_chance_for_the_layout
     for group in ("light", "car_colour"):
         assert itself[group]["match"] == 1.0 and itself[group]["match_other_exemplar"] == 0.0
         assert itself[group]["scored"] >= 48 and itself[group]["chance"] < 0.6
+    assert all(c["share"] == 1.0 and c["scored"] == 48 for c in itself["closer_to_exemplar"].values())
     own = bench.score([bench.Record(layout.image, layout, e, o) for layout, e, o in jobs])
+    assert all(c["share"] == 0.5 for c in own["closer_to_exemplar"].values())  # each layout: once each exemplar
+    assert all(c["layouts"] == 24 and c["share"] == 0.5 and c["mean_shift_rgb"] == 0.0
+               for c in own["exemplar_switch"].values())  # the same output whichever the exemplar
+
+
+    def painted(layout, e):  # the layout's own image with its sky and cars in the exemplar's colours
+        out = layout.image.copy()
+        for c, reduce in ((scenes.SKY, np.median), (scenes.CAR, np.mean)):
+            out[layout.label == c] = np.round(reduce(e.image[e.label == c].astype(np.float64), axis=0))
+        return out
+
+    follows = bench.score([bench.Record(painted(layout, e), layout, e, o) for layout, e, o in jobs])
+    assert all(c["share"] == 1.0 and c["mean_shift_rgb"] > 5 for c in follows["exemplar_switch"].values())
     for group in ("light", "car_colour"):  # the layout's own image ignores the exemplar: both exemplars match alike
         g = own[group]
         assert abs(g["match"] - g["chance"]) < 0.12 and g["match"] == pytest.approx(g["match_other_exemplar"], abs=0.15)
