@@ -39,6 +39,8 @@ flags.DEFINE_integer("samples_per_layout", None, "Override the protocol's sample
                      lower_bound=1)
 flags.DEFINE_integer("diversity_layouts", None, "Override the protocol's diversity layouts (marked in results).",
                      lower_bound=1)
+flags.DEFINE_string("exemplar_list", None, "Exemplar-based models (CoCosNet): an official retrieval list "
+                    "(*_ref_test.txt) pairing each validation layout with its exemplar; default the computed retrieval.")
 flags.DEFINE_bool("train_segmenter", False, "Train and cache the scenes segmenter at --size, then exit.")
 flags.DEFINE_integer("size", 64, "Scene size for --train_segmenter.", lower_bound=8)
 distributed.define_flags(flags)
@@ -63,7 +65,7 @@ def main(argv):
         return
     options = {"real_images": f.real_images, "samples_per_layout": f.samples_per_layout,
                "diversity_layouts": f.diversity_layouts, "resize": f.resize, "data_root": f.data_root,
-               "segmentation_resolution": f.segmentation_resolution}
+               "segmentation_resolution": f.segmentation_resolution, "exemplar_list": f.exemplar_list}
     from synth.errors import USER_ERRORS
 
     try:

@@ -81,3 +81,12 @@ def test_evaluate_py_refuses_in_one_line(args, words):
     run = _evaluate(*args)
     assert run.returncode != 0
     assert words in run.stderr and "Traceback" not in run.stderr, run.stderr[-3000:]
+
+
+def test_every_option_but_the_python_only_ones_is_a_flag_of_evaluate_py():
+    import evaluate as evaluate_main  # noqa: F401  (defines the flags)
+    from absl import flags
+
+    options = {o for takes in evaluation.OPTIONS.values() for o in takes} - set(evaluation.PYTHON_ONLY)
+    assert "exemplar_list" in options
+    assert options <= set(flags.FLAGS), sorted(options - set(flags.FLAGS))

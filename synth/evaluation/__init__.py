@@ -28,7 +28,7 @@ COUNTS = ("real_images", "samples_per_layout", "diversity_layouts", "segmenter_s
 RESIZES = ("pytorch-fid", "clean")
 SEGMENTATION_RESOLUTIONS = ("generated", "native")  # = segmentation.RESOLUTIONS
 # no evaluate.py flag (tests and scripts pass weights objects)
-PYTHON_ONLY = ("segmenter_steps", "inception_weights", "lpips_weights", "segmenter_weights", "exemplar_list")
+PYTHON_ONLY = ("segmenter_steps", "inception_weights", "lpips_weights", "segmenter_weights")
 
 
 def check_options(protocol_name: str, options: dict) -> dict:
