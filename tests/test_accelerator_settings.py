@@ -30,7 +30,7 @@ SIZE, BATCH, CLASSES = 64, 2, 5
 # The tiny scenes config of every system: a new system must be added here.
 SCENES_CONFIGS = {"spade": "scenes_spade", "ccfpse": "scenes_ccfpse", "pix2pixhd": "scenes_pix2pixhd",
                   "crn": "scenes_cimle", "sean": "scenes_sean", "smis": "scenes_smis", "crn_diverse": "scenes_crn",
-                  "pix2pix": "scenes_pix2pix", "bicyclegan": "scenes_bicyclegan"}
+                  "pix2pix": "scenes_pix2pix", "bicyclegan": "scenes_bicyclegan", "cocosnet": "scenes_cocosnet"}
 
 
 def one_step(**train):
