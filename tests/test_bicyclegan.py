@@ -197,3 +197,13 @@ def test_parity_with_the_official_networks():
     assert [official[f"net{k}"] for k in ("G", "D", "D2", "E")] == [694_963, 56_054, 56_054, 21_976]
     assert [official[f"net{k}_facades"] for k in ("G", "D", "D2", "E")] == [54_794_627, 3_458_978, 3_458_978,
                                                                             2_590_032]
+
+
+def test_official_files_need_the_encoder_beside_the_generator(tmp_path):
+    from synth import convert
+    from configs import scenes_bicyclegan
+
+    system = models.build(scenes_bicyclegan.get_config("tiny"))
+    (tmp_path / "latest_net_G.pth").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="latest_net_E.pth is missing beside"):
+        convert.official_variables(system, str(tmp_path / "latest_net_G.pth"))

@@ -64,8 +64,28 @@ def _cocosnet(system, path: str) -> dict:
     return cocosnet_torch.official_variables(system, path)
 
 
+def _pix2pix(system, path: str) -> dict:
+    """`latest_net_G.pth` (pytorch-CycleGAN-and-pix2pix)."""
+    from synth.convert import pix2pix_torch, spade_torch
+    return {"g": pix2pix_torch.generator_variables(spade_torch.load_pth(path), system.config.model, system.height,
+                                                   system.width)}
+
+
+def _bicyclegan(system, path: str) -> dict:
+    """`latest_net_G.pth`, and `latest_net_E.pth` beside it (the encoder: a style image's code)."""
+    from synth.convert import bicyclegan_torch as b
+    from synth.convert import spade_torch
+    m, h, w = system.config.model, system.height, system.width
+    e_path = os.path.join(os.path.dirname(path), os.path.basename(path).replace("net_G", "net_E"))
+    if e_path == path or not os.path.exists(e_path):
+        raise FileNotFoundError(f"BicycleGAN's encoder file {e_path} is missing beside {path} (the generator side "
+                                "holds G and E).")
+    return {"g": b.generator_variables(spade_torch.load_pth(path), m, h, w),
+            "e": b.encoder_variables(spade_torch.load_pth(e_path), m, h, w)}
+
+
 OFFICIAL = {"spade": _spade, "ccfpse": _ccfpse, "crn": _cimle, "pix2pixhd": _pix2pixhd, "sean": _sean,
-            "smis": _smis, "cocosnet": _cocosnet,
+            "smis": _smis, "cocosnet": _cocosnet, "pix2pix": _pix2pix, "bicyclegan": _bicyclegan,
             "crn_diverse": _cimle}  # CRN's own TF checkpoints (result_GTA/, result_256p/): the same names, 27-ch head
 
 
