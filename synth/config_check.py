@@ -99,6 +99,8 @@ def _shared_problems(config, devices: int | None) -> list[str]:
                         f"({load}) in mode {mode!r}")
     if data.get("name") == "custom" and not data.get("num_classes"):
         problems.append("config.data.num_classes is not set: custom folders need the class count")
+    from data_pipelines import exemplars  # the exemplar settings, for any system that pairs exemplars
+    problems += exemplars.config_problems(config)
     return problems
 
 
@@ -123,6 +125,9 @@ def validate(config, devices: int | None = None) -> None:
                 problems.append(str(e))
             else:
                 problems += cls.config_problems(config, height, width, devices)
+                if "ref_image" in cls.batch_keys and (config.get("data") or {}).get("exemplars") is None:
+                    problems.append(f"config.data.exemplars is not set: a {name} model trains on exemplars "
+                                    "(configs.common.exemplar_settings())")
     if problems:
         raise ConfigError("Invalid config:\n  " + "\n  ".join(problems))
 

@@ -68,6 +68,7 @@ def test_bfloat16_step_matches_float32(float32_step):
     assert dtypes == {"float32"}  # parameters, moments, BatchNorm statistics, spectral vectors
 
 
+@pytest.mark.long
 def test_remat_gives_the_same_gradients(float32_step):
     system, _, state, batch, vgg_params, (new, m) = float32_step
     _, step_r, *_ = one_step(remat="blocks")

@@ -113,6 +113,7 @@ def test_class_colours_default_where_not_given(tmp_path):
     assert names == ("a", "b") and colours.tolist()[1] == [9, 9, 9] and colours.tolist()[0] != [9, 9, 9]
 
 
+@pytest.mark.long
 def test_train_and_evaluate_from_the_command_line(folder, tmp_path):
     env = dict(os.environ, SYNTH_WEIGHTS_DIR=str(tmp_path / "no_weights"), SYNTH_CACHE_DIR=str(tmp_path / "cache"))
     workdir = tmp_path / "run"

@@ -377,3 +377,17 @@ def test_the_trainers_abstract_batch_holds_the_exemplar_keys_of_a_system_that_re
     shapes = {k: (v.shape, v.dtype.name) for k, v in BaseTrainer.abstract_batch(fake).items()}
     assert shapes == {"label": ((8, H, W), "int32"), "ref_label": ((8, H, W), "int32"),
                       "ref_image": ((8, H, W, 3), "float32"), "self_ref": ((8,), "float32")}
+
+
+def test_the_config_check_names_bad_exemplar_settings_and_a_missing_section():
+    from configs import scenes_cocosnet
+    from synth import config_check
+
+    config = scenes_cocosnet.get_config("tiny")
+    config_check.validate(config)
+    config.data.exemplars.real_reference_probability = 1.5
+    with pytest.raises(config_check.ConfigError, match=r"config.data.exemplars.real_reference_probability = 1.5"):
+        config_check.validate(config)
+    del config.data["exemplars"]
+    with pytest.raises(config_check.ConfigError, match=r"config.data.exemplars is not set: a cocosnet model"):
+        config_check.validate(config)

@@ -120,6 +120,7 @@ def test_one_set_of_outputs(runs):
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_killed_and_resumed_as_two_processes_equals_the_uninterrupted_run(runs):
     workdir = runs / "killed"
     procs = _launch("train.py", ["--config", str(runs / "linear_adam.py"), "--workdir", str(workdir),
@@ -141,6 +142,7 @@ def test_killed_and_resumed_as_two_processes_equals_the_uninterrupted_run(runs):
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_evaluate_py_as_two_processes_equals_one(runs, tmp_path):
     args = ["--workdir", str(runs / "two"), "--protocol", "any-v1", "--real_images", "16"]
     _finish(_launch("evaluate.py", [*args, "--out", str(tmp_path / "one")], processes=1, devices=1))

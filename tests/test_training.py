@@ -231,6 +231,7 @@ def sigterm_when_logged(cmd: list, marker: str, timing: dict | None = None) -> s
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path):
     ckpt_dir = tmp_path / "checkpoints"
     cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--config", os.path.join(ROOT, "configs/scenes_spade.py:tiny"),
