@@ -46,12 +46,12 @@ class Toy(GANSystem):
         self.discriminator_roles, self.d_first, self.joint_d_pass = roles, d_first, joint
         self.config = SimpleNamespace(model=SimpleNamespace(name="toy"))
         self.height, self.width = H, W
-        self.networks = {"g": ToyG(), **{r: ToyD() for r in roles}}
+        self.networks = {k: v for k, v in self.build_networks(None, H, W).items() if k == "g" or k in roles}
         self.spec = SimpleNamespace(semantic_nc=C)
 
     @classmethod
     def build_networks(cls, model_config, height, width):
-        raise NotImplementedError
+        return {"g": ToyG(), "d": ToyD(), "d2": ToyD()}
 
     def conditioning(self, batch):
         return batch["cond"]
