@@ -158,13 +158,17 @@ def time_training_step(config, *, size: int | tuple[int, int], classes: int, bat
     rng = np.random.default_rng(0)
     data = {"label": jnp.asarray(rng.integers(0, classes, (batch, height, width)), jnp.int32),
             "image": jnp.asarray(rng.uniform(-1, 1, (batch, height, width, 3)), jnp.float32)}
+    if "ref_image" in system.batch_keys:  # an exemplar-based system: a random exemplar, every other one the image
+        data.update(ref_label=jnp.asarray(rng.integers(0, classes, (batch, height, width)), jnp.int32),
+                    ref_image=jnp.asarray(rng.uniform(-1, 1, (batch, height, width, 3)), jnp.float32),
+                    self_ref=jnp.asarray(np.arange(batch) % 2 == 0, jnp.float32))
     t0 = time.perf_counter()
     compiled = step.lower(state, data, net_params).compile()
     compile_s = time.perf_counter() - t0
     flops = (compiled.cost_analysis() or {}).get("flops", float("nan"))
     conv_flops = conv_matmul_flops(step.trace(state, data, net_params).jaxpr)
     memory = compiled.memory_analysis()
-    state, _ = compiled(state, data, net_params)  # warm-up
+    state, metrics = compiled(state, data, net_params)  # warm-up
     jax.block_until_ready(state)
     times = []
     for _ in range(steps):
@@ -178,7 +182,8 @@ def time_training_step(config, *, size: int | tuple[int, int], classes: int, bat
            "gflop_per_step_conv_matmul": round(conv_flops / 1e9, 1),
            "achieved_conv_matmul_gflop_per_s": round(conv_flops / 1e9 / median, 1),
            "compile_s": round(compile_s, 1),
-           "xla_temp_mib": round(getattr(memory, "temp_size_in_bytes", 0) / 2 ** 20, 1) if memory else None}
+           "xla_temp_mib": round(getattr(memory, "temp_size_in_bytes", 0) / 2 ** 20, 1) if memory else None,
+           "loss_terms": sorted(k for k in metrics if k.startswith(("g_", "d_")) and "norm" not in k)}
     if forward:
         variables = system.inference_variables(state)
         sample = jax.jit(lambda v, b: system.sample(v, b, jax.random.key(0)))

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 
 import harness
 
@@ -28,57 +26,20 @@ SYNCBN = os.environ.get("SYNCBN_ROOT", "/tmp/syncbn_ref")
 
 
 def time_ours(s: dict, steps: int, chunk: int) -> dict:
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
     from configs import cocosnet_ade20k
-    from data_pipelines import labels
-    from data_pipelines.sources import DatasetSpec
-    from synth import models
     from synth.models.cocosnet import VGG_LAYERS
     from synth.pretrained import vgg
-    from synth.training import gan_step, optimizers
+
+    import jax
 
     config = cocosnet_ade20k.get_config(f"tiny,batch={s['batch']}")
     config.model.corr_chunk = chunk
     config.loss.mask_unknown_channel = 0  # the official ade20k ids: class 0 is "unknown"
-    c = s["label_nc"] + 1
-    spec = DatasetSpec("bench", labels.custom(c), use_instance=False)
-    system = models.system_class("cocosnet")(config, spec, s["size"], s["size"])
-    tx_g, tx_d = optimizers.adam(config.optim, config.train, "g"), optimizers.adam(config.optim, config.train, "d")
-    schedules = (optimizers.schedule(1e-4, 1000, 1000), optimizers.schedule(4e-4, 1000, 1000))
-    state = jax.jit(lambda r: gan_step.init_state(system, tx_g, tx_d, r, ema=False))(jax.random.key(0))
     net = vgg.VGGFeatures("caffe", VGG_LAYERS)
     net_params = vgg.features_variables(vgg.random_variables(jax.random.key(1), "caffe", "relu5_2"))
-    step = jax.jit(gan_step.make_gan_step(system, config, tx_g, tx_d, schedules, net), donate_argnums=(0,))
-    rng = np.random.default_rng(0)
-    b, h = s["batch"], s["size"]
-    data = {"label": jnp.asarray(rng.integers(0, c, (b, h, h)), jnp.int32),
-            "ref_label": jnp.asarray(rng.integers(0, c, (b, h, h)), jnp.int32),
-            "image": jnp.asarray(rng.uniform(-1, 1, (b, h, h, 3)), jnp.float32),
-            "ref_image": jnp.asarray(rng.uniform(-1, 1, (b, h, h, 3)), jnp.float32),
-            "self_ref": jnp.asarray([1.0, 0.0] * (b // 2) + [0.0] * (b % 2), jnp.float32)}
-    t0 = time.perf_counter()
-    compiled = step.lower(state, data, net_params).compile()
-    compile_s = time.perf_counter() - t0
-    conv_flops = harness.conv_matmul_flops(step.trace(state, data, net_params).jaxpr)
-    state, metrics = compiled(state, data, net_params)  # warm-up
-    jax.block_until_ready(metrics)
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        state, metrics = compiled(state, data, net_params)
-        jax.block_until_ready(metrics)
-        times.append(time.perf_counter() - t0)
-    median = statistics.median(times)
-    variables = system.inference_variables(state)
-    sample = jax.jit(lambda v, bt: system.sample(v, bt))
-    forward = harness.median_seconds(lambda: sample(variables, data), 3)["median_s"]
-    return {"median_step_s": round(median, 3), "images_per_s": round(b / median, 3), "corr_chunk": chunk,
-            "compile_s": round(compile_s, 1), "gflop_per_step_conv_matmul": round(conv_flops / 1e9, 1),
-            "achieved_conv_matmul_gflop_per_s": round(conv_flops / 1e9 / median, 1),
-            "generator_forward_s": forward, "losses": sorted(k for k in metrics if k.startswith(("g_", "d_")))}
+    out = harness.time_training_step(config, size=s["size"], classes=s["label_nc"] + 1, batch=s["batch"],
+                                     steps=steps, forward=True, feature_net=(net, net_params))
+    return {**out, "corr_chunk": chunk}
 
 
 OFFICIAL_DRIVER = r'''
