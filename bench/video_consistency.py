@@ -17,8 +17,9 @@ sequence's first frame, one whose image the scenes' mode classifier (`synth.eval
 reads as day and one it reads as night; then the lighting it reads along --steps images on the segment between the
 two maps (`synth.imle.interpolate_codes`).
 
-Models whose config names a system this tree does not have (pix2pix, BicycleGAN until they land) are skipped by
-name, as are models not trained on scenes.
+Models whose config names a system this tree's registry does not have are skipped by name, as are models not
+trained on scenes. pix2pix has no code to hold: the official test draws fresh dropout masks on every forward, so
+its `fresh_key_per_frame` figure is the one that compares with the held figures of the models that have a code.
 
 Usage: python bench/video_consistency.py --workdir cimle=/tmp/cimle --workdir crn=/tmp/crn [--sequences 8]
                                          [--frames 9] [--travel 0.25] [--codes 24] [--steps 9] [--seed 0]
