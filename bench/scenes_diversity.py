@@ -56,8 +56,7 @@ def stretch_schedule(config, steps: int) -> float:
     IMLE, `imle.reinit_epoch` (its epochs are `imle.inner_steps` long, which stays). Never shortens a schedule."""
     train = config.train
     factor = max(1.0, steps / train.num_steps)
-    old_steps = train.num_steps
-    train.num_steps = int(round(old_steps * factor))
+    train.num_steps = int(round(train.num_steps * factor))
     if "decay_start_step" in train:
         train.decay_start_step = int(round(train.decay_start_step * factor))
     if "imle" in config and config.imle.get("reinit_epoch"):
@@ -101,17 +100,19 @@ def main():
         with open(args.stretch_from) as f:
             previous = json.load(f)
         results["stretched_from"] = args.stretch_from
+        missing = [n + (f":{a}" if a else "") for n, a in runs
+                   if budget_steps(previous, n + (f":{a}" if a else ""), args.seconds) is None]
+        if missing:  # before any run starts, so no run is lost to it
+            raise SystemExit(f"--stretch_from {args.stretch_from} has no run with steps and train_seconds for "
+                             f"{', '.join(missing)}; run them there first or leave --stretch_from out.")
     for name, arg in runs:
         config = importlib.import_module(f"configs.{name}").get_config(arg)
         config.train.max_seconds = args.seconds
         label = name + (f":{arg}" if arg else "")
         stretch = None
         if previous:
-            steps = budget_steps(previous, label, args.seconds)
-            if steps is None:
-                raise SystemExit(f"--stretch_from {args.stretch_from} has no run {label!r} with steps and "
-                                 "train_seconds; run it there first or leave --stretch_from out.")
-            stretch = {"factor": round(stretch_schedule(config, steps), 3), "num_steps": config.train.num_steps}
+            factor = stretch_schedule(config, budget_steps(previous, label, args.seconds))
+            stretch = {"factor": round(factor, 3), "num_steps": config.train.num_steps}
         workdir = os.path.join(args.workdir, label.replace(":", "_"))
         shutil.rmtree(workdir, ignore_errors=True)
         t0 = time.time()
