@@ -40,12 +40,12 @@ PRESETS = {
 }
 
 
-def parse_runs(entries) -> list[tuple[str, str | None]]:
-    """Entries such as 'scenes_spade:vae,vgg' -> [(config module, arg or None)]."""
+def parse_runs(entries) -> list[tuple[str, str, str | None]]:
+    """Entries such as 'scenes_spade:vae,vgg' -> [(label, config module, arg or None)]; the label is the entry."""
     runs = []
     for entry in entries:
         name, _, arg = entry.partition(":")
-        runs.append((name, arg or None))
+        runs.append((entry, name, arg or None))
     return runs
 
 
@@ -100,15 +100,13 @@ def main():
         with open(args.stretch_from) as f:
             previous = json.load(f)
         results["stretched_from"] = args.stretch_from
-        missing = [n + (f":{a}" if a else "") for n, a in runs
-                   if budget_steps(previous, n + (f":{a}" if a else ""), args.seconds) is None]
+        missing = [label for label, _, _ in runs if budget_steps(previous, label, args.seconds) is None]
         if missing:  # before any run starts, so no run is lost to it
             raise SystemExit(f"--stretch_from {args.stretch_from} has no run with steps and train_seconds for "
                              f"{', '.join(missing)}; run them there first or leave --stretch_from out.")
-    for name, arg in runs:
+    for label, name, arg in runs:
         config = importlib.import_module(f"configs.{name}").get_config(arg)
         config.train.max_seconds = args.seconds
-        label = name + (f":{arg}" if arg else "")
         stretch = None
         if previous:
             factor = stretch_schedule(config, budget_steps(previous, label, args.seconds))

@@ -1,5 +1,6 @@
 """Small helpers shared by several test modules (tests/ is on sys.path under pytest)."""
 
+import importlib
 import importlib.util
 import json
 import os
@@ -10,6 +11,13 @@ import sys
 import pytest
 
 BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
+
+
+def import_bench(name: str):
+    """The bench/ script `name` as a module (bench/ goes on sys.path: its scripts import harness by name)."""
+    if BENCH not in sys.path:
+        sys.path.insert(0, BENCH)
+    return importlib.import_module(name)
 
 
 def truncate(path: str) -> str:

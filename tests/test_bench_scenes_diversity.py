@@ -6,14 +6,9 @@ import pytest
 
 @pytest.fixture(scope="module")
 def bench():
-    import sys
+    from tests.helpers import import_bench
 
-    from tests.helpers import BENCH
-
-    sys.path.insert(0, BENCH)  # bench/ scripts import harness by name
-    import scenes_diversity
-
-    return scenes_diversity
+    return import_bench("scenes_diversity")
 
 
 def test_a_gan_schedule_is_scaled_with_its_decay_start(bench):

@@ -303,12 +303,9 @@ def test_evaluation_feeds_each_validation_layout_its_exemplar():
 
 
 def test_transfer_score_is_one_for_the_exemplar_itself_and_chance_for_the_layouts_own_image():
-    import sys
+    from tests.helpers import import_bench
 
-    from tests.helpers import BENCH
-
-    sys.path.insert(0, BENCH)
-    import cocosnet_exemplar_transfer as bench
+    bench = import_bench("cocosnet_exemplar_transfer")
 
     pairs = bench.find_pairs(24, 300, start=0, seed=0, height=64, width=64)
     for layout, a, b in pairs:

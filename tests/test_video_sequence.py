@@ -61,14 +61,9 @@ def test_bad_sequence_requests_are_named():
 
 @pytest.fixture(scope="module")
 def bench():
-    import sys
+    from tests.helpers import import_bench
 
-    from tests.helpers import BENCH
-
-    sys.path.insert(0, BENCH)  # bench/ scripts import harness by name
-    import video_consistency
-
-    return video_consistency
+    return import_bench("video_consistency")
 
 
 def test_static_difference_counts_the_static_pixels_only(bench, sequence):
