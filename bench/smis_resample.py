@@ -75,7 +75,7 @@ def main():
     p.add_argument("--layouts", type=int, default=48, help="validation layouts with at least one scored car")
     p.add_argument("--draws", type=int, default=6, help="images per layout")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--config", default="", help="scenes_smis argument (e.g. vgg)")
+    p.add_argument("--config", default="", help="scenes_smis argument (e.g. vgg or vgg,per_scene_colours)")
     args = p.parse_args()
 
     from configs import scenes_smis
@@ -102,12 +102,15 @@ def main():
     h, w = model.height, model.width
     layouts, index = [], scenes.SceneSplits().val_offset
     while len(layouts) < args.layouts:
-        s = scenes.render(index, seed=int(model.config.data.scenes.seed), height=h, width=w)
+        data = model.config.data.scenes  # the family the model trained on (per-scene class colours or not)
+        s = scenes.render(index, seed=int(data.seed), height=h, width=w,
+                          class_colours=str(data.get("class_colours", "per_object")))
         index += 1
         if any(o.class_id == scenes.CAR and np.count_nonzero(s.instance == o.instance_id) >= modes.MIN_PIXELS
                for o in s.objects):
             layouts.append(s)
     result["layouts"] = len(layouts)
+    result["class_colours"] = str(model.config.data.scenes.get("class_colours", "per_object"))
     result["car_only"] = change_rates(model, layouts, [scenes.CAR], args.draws, args.seed)
     result["all_classes"] = change_rates(model, layouts, list(range(scenes.NUM_CLASSES)), args.draws, args.seed)
     harness.emit(result)

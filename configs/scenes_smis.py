@@ -14,7 +14,10 @@ Kept: GROUP_SPADE, grouped spectral-norm convs, the class-wise encoder, KL summe
 matching 10, TTUR (0, 0.9), G then D with a second G forward.
 
 Arguments (comma separated): `tiny` (tests: encoder width 12, ndf 4, a 2-layer discriminator, 4 steps; 64x64 stays:
-at 32x32 the latent grid would be 1x1, where the encoder's last InstanceNorm leaves zeros), `vgg`.
+at 32x32 the latent grid would be 1x1, where the encoder's last InstanceNorm leaves zeros), `vgg`,
+`per_scene_colours` (the scenes family where all objects of a class in a scene share one colour mode,
+`data.scenes.class_colours`: in the default family a scene's cars take independent colours, which one car code
+cannot place, so the car code carries little; the other classes and the layouts are the same).
 """
 
 import ml_collections as mlc
@@ -24,7 +27,7 @@ from configs.smis_common import smis_model, smis_training
 
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
-    a = parse_arg(arg, tiny=False, vgg=False)
+    a = parse_arg(arg, tiny=False, vgg=False, per_scene_colours=False)
     config = mlc.ConfigDict()
     config.model = smis_model(netG="cityscapes", ngf=12, nef=24, block_groups=(12, 12, 6, 6, 3, 3, 1),
                               num_upsampling_layers="normal", ndf=32, n_layers_D=3)
@@ -32,7 +35,8 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
     config.data = mlc.ConfigDict(dict(
         **data_settings(),
         name="scenes", root="", use_instance=True,
-        scenes=dict(height=64, width=64, seed=0, num_train=20000, num_val=64),
+        scenes=dict(height=64, width=64, seed=0, num_train=20000, num_val=64,
+                    class_colours="per_scene" if a.per_scene_colours else "per_object"),
         preprocess=dict(flip=True)))
     config.train.update(log_every=10, image_every=50, checkpoint_every=50, keep_checkpoints=2, eval_batches=4)
     config.loss.update(lambda_vgg=10.0 if a.vgg else 0.0, vgg="hed")

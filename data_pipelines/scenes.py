@@ -8,6 +8,12 @@ drawn from *known* modes, so that diversity and mode coverage can be measured ex
   rare colour (lime, 3%); buildings and trees have their own palettes. A mode never changes an object's
   shape, so the layout alone does not reveal it.
 
+``class_colours="per_scene"`` is a variant family for per-class appearance codes (SMIS): every object of a
+class in one scene takes one colour mode (each its own small colour jitter), drawn once per scene and class.
+The layouts, the global modes and the texture are the same as the default ``"per_object"`` family's, because
+every random draw of the default still happens in the same order; only the modes are then replaced. With
+independent modes a scene's 3-5 cars have 3-5 colours, which one code per class cannot place.
+
 Layouts vary in horizon height, road shape, and the number and placement of buildings, trees and cars;
 objects of one class overlap (buildings side by side, cars queueing, trees in front of each other), so
 instance edges matter exactly where SPADE's instance channel is meant to help.
@@ -53,6 +59,7 @@ BUILDING_MODES = ("brick", "sandstone", "concrete", "glass")
 BUILDING_MODE_PROBS = (0.35, 0.3, 0.25, 0.1)
 TREE_MODES = ("summer", "autumn", "pine")
 TREE_MODE_PROBS = (0.5, 0.3, 0.2)
+CLASS_COLOURS = ("per_object", "per_scene")  # How the objects of a class draw their colour modes.
 
 # Each countable class: its colour modes, their probabilities and the base colours (RGB, 0..255).
 COLOUR_MODES = {
@@ -268,15 +275,28 @@ def _draw_road(c: _Canvas, rng, mode: int, horizon: float, road):
     c.paint(rs, slice(0, c.w), lane, LANE, _lit(_BASE[LANE], mode))
 
 
+def _mode(rng, class_id: int, shared: dict | None) -> int:
+    """An object's colour mode: its own draw, or the scene's mode for its class (`shared`). The own draw is
+    made either way, so that the rest of the scene's draws stay in place."""
+    own = _pick(rng, COLOUR_MODES[class_id][1])
+    return own if shared is None else shared[class_id]
+
+
+def _shared_modes(index: int, seed: int) -> dict:
+    """One colour mode per thing class for scene `index` (the per_scene family), from a stream of its own."""
+    rng = np.random.default_rng([int(seed), int(index), 1])
+    return {k: _pick(rng, COLOUR_MODES[k][1]) for k in THING_CLASSES}
+
+
 def _colour_of(class_id: int, mode_id: int, rng, global_mode: int) -> np.ndarray:
     base = np.asarray(COLOUR_MODES[class_id][2][mode_id], np.float32)
     return _lit(np.clip(base + rng.normal(0, 6, 3), 0, 255), global_mode)
 
 
-def _draw_buildings(c: _Canvas, rng, mode: int, horizon: float, objects: list):
+def _draw_buildings(c: _Canvas, rng, mode: int, horizon: float, objects: list, shared: dict | None = None):
     count = rng.integers(0, int(round(5 * c.aspect)) + 1)
     for k in range(count):
-        colour_mode = _pick(rng, BUILDING_MODE_PROBS)
+        colour_mode = _mode(rng, BUILDING, shared)
         colour = _colour_of(BUILDING, colour_mode, rng, mode)
         w, h = rng.uniform(0.08, 0.22), rng.uniform(0.12, min(0.4, horizon - 0.03))
         x0, base = rng.uniform(-0.05, c.aspect - 0.05), horizon + rng.uniform(0.0, 0.03)
@@ -296,7 +316,7 @@ def _draw_buildings(c: _Canvas, rng, mode: int, horizon: float, objects: list):
         objects.append((instance_id, BUILDING, colour_mode))
 
 
-def _draw_trees(c: _Canvas, rng, mode: int, horizon: float, road, objects: list):
+def _draw_trees(c: _Canvas, rng, mode: int, horizon: float, road, objects: list, shared: dict | None = None):
     centre, half = road if road else (None, None)
     count = rng.integers(0, int(round(6 * c.aspect)) + 1)
     placed = []
@@ -309,7 +329,7 @@ def _draw_trees(c: _Canvas, rng, mode: int, horizon: float, road, objects: list)
                 break
     placed.sort()  # Far first, so that nearer trees occlude farther ones.
     for k, (yb, x, t) in enumerate(placed):
-        colour_mode = _pick(rng, TREE_MODE_PROBS)
+        colour_mode = _mode(rng, TREE, shared)
         colour = _colour_of(TREE, colour_mode, rng, mode)
         r = (0.035 + 0.11 * t) * rng.uniform(0.8, 1.2)
         trunk_h, trunk_w = 0.6 * r + 0.02, max(0.25 * r, 0.7 / c.h)
@@ -330,14 +350,14 @@ def _draw_trees(c: _Canvas, rng, mode: int, horizon: float, road, objects: list)
 
 
 def _draw_cars(c: _Canvas, rng, mode: int, horizon: float, road, objects: list, depths: dict | None = None,
-               cars_out: list | None = None):
+               cars_out: list | None = None, shared: dict | None = None):
     """`depths` {car k: depth t} moves car k along its lateral line of the road (its draws unchanged, so every
     other object and the texture stay as they are); `cars_out` collects (instance id, depth, lateral)."""
     centre, half = road
     cars = sorted((rng.uniform(0.2, 0.95), rng.uniform(-0.7, 0.7)) for _ in range(rng.integers(0, 6)))
     drawn = []
     for k, (t, lateral) in enumerate(cars):  # every draw first, in the order of the cars' original depths
-        colour_mode = _pick(rng, CAR_MODE_PROBS)
+        colour_mode = _mode(rng, CAR, shared)
         colour = _colour_of(CAR, colour_mode, rng, mode)
         width_factor, height_factor = rng.uniform(0.5, 0.7), rng.uniform(0.55, 0.7)
         t = float(depths.get(k, t)) if depths else t
@@ -361,13 +381,18 @@ def _draw_cars(c: _Canvas, rng, mode: int, horizon: float, road, objects: list, 
         objects.append((instance_id, CAR, colour_mode))
 
 
-def render(index: int, *, seed: int = 0, height: int = 64, width: int = 64) -> Scene:
-    """Renders sample `index` of the scene family `seed` at `height` x `width`."""
-    return _render(index, seed, height, width)
+def render(index: int, *, seed: int = 0, height: int = 64, width: int = 64,
+           class_colours: str = "per_object") -> Scene:
+    """Renders sample `index` of the scene family `seed` at `height` x `width`; `class_colours` (one of
+    CLASS_COLOURS) says whether each object draws its colour mode or each class one per scene."""
+    return _render(index, seed, height, width, class_colours=class_colours)
 
 
 def _render(index: int, seed: int, height: int, width: int, car_depths: dict | None = None,
-            cars_out: list | None = None) -> Scene:
+            cars_out: list | None = None, class_colours: str = "per_object") -> Scene:
+    if class_colours not in CLASS_COLOURS:
+        raise ValueError(f"class_colours must be one of {CLASS_COLOURS}, got {class_colours!r}.")
+    shared = _shared_modes(index, seed) if class_colours == "per_scene" else None
     rng = np.random.default_rng([int(seed), int(index)])
     c = _Canvas(height, width)
     mode = _pick(rng, GLOBAL_MODE_PROBS)
@@ -379,10 +404,10 @@ def _render(index: int, seed: int, height: int, width: int, car_depths: dict | N
     road = _road_geometry(c, rng, horizon) if rng.random() < 0.85 else None
     if road:
         _draw_road(c, rng, mode, horizon, road)
-    _draw_buildings(c, rng, mode, horizon, objects)
-    _draw_trees(c, rng, mode, horizon, road, objects)
+    _draw_buildings(c, rng, mode, horizon, objects, shared)
+    _draw_trees(c, rng, mode, horizon, road, objects, shared)
     if road:
-        _draw_cars(c, rng, mode, horizon, road, objects, car_depths, cars_out)
+        _draw_cars(c, rng, mode, horizon, road, objects, car_depths, cars_out, shared)
 
     fine = rng.standard_normal((height, width)).astype(np.float32)
     smooth = _smooth_noise(rng, height, width, max(2, height // 12))

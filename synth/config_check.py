@@ -75,6 +75,7 @@ RULES: dict[str, Rule] = {
     "data.scenes.height": integer(8),
     "data.scenes.width": integer(8),
     "data.scenes.seed": integer(0),
+    "data.scenes.class_colours": one_of("per_object", "per_scene"),  # data_pipelines.scenes.CLASS_COLOURS
     "data.scenes.num_train": COUNT,
     "data.scenes.num_val": COUNT,
 }

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from configs import (ccfpse_cityscapes, cimle_gta, pix2pixhd_cityscapes, scenes_ccfpse, scenes_cimle,
-                     scenes_pix2pixhd, scenes_spade, spade_ade20k)
+                     scenes_pix2pixhd, scenes_smis, scenes_spade, spade_ade20k)
 from synth import config_check
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,6 +24,7 @@ CONFIGS = {
     "scenes_ccfpse:tiny": lambda: scenes_ccfpse.get_config("tiny"),
     "scenes_cimle:tiny": lambda: scenes_cimle.get_config("tiny"),
     "scenes_pix2pixhd:tiny": lambda: scenes_pix2pixhd.get_config("tiny"),
+    "scenes_smis:tiny,per_scene_colours": lambda: scenes_smis.get_config("tiny,per_scene_colours"),
     "spade_ade20k": lambda: spade_ade20k.get_config("root=/data/ade"),
     "ccfpse_cityscapes": lambda: ccfpse_cityscapes.get_config(),
     "pix2pixhd_cityscapes": lambda: pix2pixhd_cityscapes.get_config(),
@@ -62,6 +63,7 @@ BAD_VALUES = {
     "data.scenes.width": [-64],
     "data.scenes.num_train": [0],
     "data.scenes.num_val": [0, -1],
+    "data.scenes.class_colours": ["per_class"],
     "data.preprocess.crop_size": [0],
     "data.preprocess.load_size": [-286],
     "data.preprocess.aspect_ratio": [0.0],

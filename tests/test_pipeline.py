@@ -47,6 +47,21 @@ def test_scene_batches_have_the_documented_shapes():
     assert -1 <= batch["image"].min() and batch["image"].max() <= 1
 
 
+def test_the_scenes_source_renders_the_configured_colour_family():
+    from data_pipelines import scenes
+
+    data = scenes_data()
+    data.scenes.class_colours = "per_scene"
+    src = sources.get_source(data, "validation")
+    first = scenes.SceneSplits().val_offset
+    # A validation scene whose modes the family changes (most have one).
+    i = next(i for i in range(10) if scenes.render(first + i, height=32, width=32).objects !=
+             scenes.render(first + i, height=32, width=32, class_colours="per_scene").objects)
+    want = scenes.render(first + i, height=32, width=32, class_colours="per_scene")
+    np.testing.assert_array_equal(src.load(i)["image"], want.image)
+    assert not np.array_equal(src.load(i)["image"], scenes.render(first + i, height=32, width=32).image)
+
+
 def test_crop_and_flip_move_image_and_label_together(tmp_path):
     data = write_striped_folder(tmp_path)
     src = sources.get_source(data, "train")

@@ -110,6 +110,49 @@ def test_mode_frequencies_match_stated_probabilities():
     assert 0.015 < cars[scenes.RARE_CAR_MODE] / cars.sum() < 0.045
 
 
+def test_per_scene_class_colours_share_one_mode_per_class_and_keep_the_layout():
+    modes_per_class, scenes_with_cars = [], 0
+    for i in range(60):
+        own, shared = scenes.render(i), scenes.render(i, class_colours="per_scene")
+        # Same layout, instances, lighting and object list; only the colour modes differ.
+        np.testing.assert_array_equal(own.label, shared.label)
+        np.testing.assert_array_equal(own.instance, shared.instance)
+        assert own.global_mode == shared.global_mode
+        assert [o.instance_id for o in own.objects] == [o.instance_id for o in shared.objects]
+        for c in scenes.THING_CLASSES:
+            found = {o.colour_mode for o in shared.objects if o.class_id == c}
+            assert len(found) <= 1, (i, scenes.CLASSES[c], found)
+            modes_per_class += list(found)
+        cars = [o for o in own.objects if o.class_id == scenes.CAR]
+        scenes_with_cars += len(cars) >= 2
+        # The pixels of objects whose mode did not change are the default family's pixels.
+        unchanged = np.isin(own.instance, [a.instance_id for a, b in zip(own.objects, shared.objects)
+                                           if a.colour_mode == b.colour_mode])
+        np.testing.assert_array_equal(own.image[unchanged], shared.image[unchanged])
+    assert scenes_with_cars >= 10 and len(set(modes_per_class)) > 1
+    # Deterministic, and per_object is the default.
+    np.testing.assert_array_equal(scenes.render(3, class_colours="per_scene").image,
+                                  scenes.render(3, class_colours="per_scene").image)
+    np.testing.assert_array_equal(scenes.render(3, class_colours="per_object").image, scenes.render(3).image)
+
+
+def test_per_scene_class_colours_draw_modes_at_the_stated_probabilities():
+    n = 1500
+    counts = np.zeros(len(scenes.CAR_MODES), int)
+    for i in range(n):
+        s = scenes.render(i, class_colours="per_scene")
+        cars = {o.colour_mode for o in s.objects if o.class_id == scenes.CAR}
+        if cars:
+            counts[cars.pop()] += 1
+    for k, p in enumerate(scenes.CAR_MODE_PROBS):
+        assert _within(counts[k], counts.sum(), p), (k, counts)
+
+
+def test_an_unknown_class_colours_family_is_a_named_error():
+    with pytest.raises(ValueError, match="class_colours.*per_class"):
+        scenes.render(0, class_colours="per_class")
+
+
 def test_splits_are_disjoint_index_ranges():
     splits = scenes.SceneSplits(num_train=100, num_val=10)
     assert set(splits.indices("train")).isdisjoint(splits.indices("validation"))

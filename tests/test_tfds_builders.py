@@ -30,8 +30,9 @@ def _read_split(builder, split: str, key: str) -> dict:
             for ex in tfds.as_numpy(builder.as_dataset(split=split))}
 
 
-def test_scenes_round_trip_equals_render(tmp_path):
-    builder = _tiny_scenes(tmp_path)
+@pytest.mark.parametrize("class_colours", ["per_object", "per_scene"])
+def test_scenes_round_trip_equals_render(tmp_path, class_colours):
+    builder = _tiny_scenes(tmp_path, class_colours=class_colours)
     builder.download_and_prepare()
     assert builder.info.splits["train"].num_examples == 6
     assert builder.info.splits["validation"].num_examples == 3
@@ -40,7 +41,7 @@ def test_scenes_round_trip_equals_render(tmp_path):
         examples = _read_split(builder, split, "index")
         assert sorted(examples) == list(splits.indices(split))
         for index, ex in examples.items():
-            want = scenes.render(index, seed=0, height=32, width=32)
+            want = scenes.render(index, seed=0, height=32, width=32, class_colours=class_colours)
             assert ex["image"].dtype == np.uint8 and ex["image"].shape == (32, 32, 3)
             assert ex["label"].dtype == np.uint8 and ex["label"].shape == (32, 32, 1)
             assert ex["instance"].dtype == np.uint16 and ex["instance"].shape == (32, 32, 1)
@@ -87,6 +88,8 @@ def test_scenes_configs():
     assert (wide.height, wide.width, wide.num_train, wide.num_val, wide.seed) == (128, 256, 20000, 500, 0)
     with pytest.raises(ValueError, match="8x8"):
         ScenesConfig(name="bad", height=4, width=32)
+    with pytest.raises(ValueError, match="class_colours='per_car'"):
+        ScenesConfig(name="bad", class_colours="per_car")
 
 
 # --- Cityscapes --------------------------------------------------------------------------------------

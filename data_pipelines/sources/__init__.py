@@ -189,7 +189,8 @@ def _scene_source(spec: DatasetSpec, split: str, data) -> Source:
     indices = scenes.SceneSplits(int(cfg.num_train), int(cfg.num_val)).indices(split)
 
     def load(i: int) -> dict:
-        s = scenes.render(indices[i], seed=int(cfg.seed), height=int(cfg.height), width=int(cfg.width))
+        s = scenes.render(indices[i], seed=int(cfg.seed), height=int(cfg.height), width=int(cfg.width),
+                          class_colours=str(cfg.get("class_colours", "per_object")))
         out = {"image": s.image, "label": s.label}
         if spec.use_instance:
             out["instance"] = s.instance

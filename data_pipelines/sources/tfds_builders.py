@@ -50,12 +50,16 @@ class ScenesConfig(tfds.core.BuilderConfig):
     num_train: int = 20000
     num_val: int = 500
     seed: int = 0
+    class_colours: str = "per_object"  # scenes.CLASS_COLOURS
 
     def __post_init__(self):
         # Fail at construction rather than halfway through a build.
         if self.height < 8 or self.width < 8:
             raise ValueError(f"ScenesConfig {self.name!r}: scenes need at least 8x8 pixels, "
                              f"got {self.height}x{self.width}.")
+        if self.class_colours not in scenes.CLASS_COLOURS:
+            raise ValueError(f"ScenesConfig {self.name!r}: class_colours={self.class_colours!r}; expected one of "
+                             f"{scenes.CLASS_COLOURS}.")
         if self.num_train < 0 or self.num_val < 0 or self.num_train + self.num_val == 0:
             raise ValueError(f"ScenesConfig {self.name!r}: num_train={self.num_train}, "
                              f"num_val={self.num_val}; need non-negative sizes, not both zero.")
@@ -114,7 +118,8 @@ class Scenes(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, indices: range) -> Iterator[tuple[int, dict]]:
         cfg = self.builder_config
         for index in indices:
-            scene = scenes.render(index, seed=cfg.seed, height=cfg.height, width=cfg.width)
+            scene = scenes.render(index, seed=cfg.seed, height=cfg.height, width=cfg.width,
+                                  class_colours=cfg.class_colours)
             objects = scene.objects
             yield index, {
                 "image": scene.image,
