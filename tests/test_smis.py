@@ -20,7 +20,7 @@ from synth.models import smis as S
 from synth.models.base import apply
 from synth.training import gan_step, optimizers
 
-from helpers import official_checkout, run_bench
+from helpers import import_bench, official_checkout, run_bench
 
 KEY = jax.random.key(0)
 
@@ -281,6 +281,32 @@ def test_encoded_codes_are_the_encoders_means_and_absent_classes_its_bias(tiny):
         np.testing.assert_allclose(codes[0, c], np.broadcast_to(bias[c], (2, 2, 8)), atol=1e-7)
     image = generate.generate(model, s.label, instance=s.instance, z=jnp.asarray(codes))
     assert image.shape == (1, 64, 64, 3)
+
+
+def test_code_usage_bench_measures_each_class_on_its_own_pixels(tiny):
+    """bench/smis_code_usage.py's per-class table: one entry per class; the encoder spread of the real image's
+    codes; the pixel change inside the class when only its code is redrawn (an untrained model's codes move
+    most classes, its spectral u, v being random)."""
+    _, system, variables, model, layouts = tiny
+    usage = import_bench("smis_code_usage").per_class_usage(system, system.inference_variables(variables),
+                                                            layouts, seed=0)
+    assert list(usage) == list(scenes.CLASSES)
+    for c, name in enumerate(scenes.CLASSES):
+        present = sum(bool((s.label == c).any()) for s in layouts)
+        assert usage[name]["present"] == present
+        if not present:
+            assert set(usage[name]) == {"present"}
+            continue
+        assert all(np.isfinite(v) and v >= 0 for v in usage[name].values()), (name, usage[name])
+    moved = [n for n, u in usage.items() if u["present"] and u["redraw_inside"] > 0.01]
+    present = [n for n, u in usage.items() if u["present"]]
+    # Untrained, a region can sit in tanh's flat tails for every code; most classes still move.
+    assert "car" in moved and len(moved) >= len(present) / 2, usage
+    # The fixture's layouts all hold cars: the spread is the mean over them of the encoder's car code's std.
+    stds = [float(generate.style_codes(model, t.image, t.label, instance=t.instance)[0, scenes.CAR].std())
+            for t in layouts]
+    assert usage["car"]["present"] == len(layouts)
+    assert usage["car"]["mu_std"] == pytest.approx(np.mean(stds), abs=1e-4)
 
 
 def test_one_gan_step_trains_the_encoder_with_the_summed_kl(tiny):
