@@ -14,6 +14,7 @@ Fields a config does not have are skipped: configs differ in which sections and 
 from __future__ import annotations
 
 from data_pipelines import sources
+from data_pipelines.scenes import CLASS_COLOURS
 from synth import models
 from synth.config_rules import (BOOLEAN, COUNT, NON_NEGATIVE, PROBABILITY, Rule, check_rules, integer, is_int, number,
                                 one_of)
@@ -75,7 +76,7 @@ RULES: dict[str, Rule] = {
     "data.scenes.height": integer(8),
     "data.scenes.width": integer(8),
     "data.scenes.seed": integer(0),
-    "data.scenes.class_colours": one_of("per_object", "per_scene"),  # data_pipelines.scenes.CLASS_COLOURS
+    "data.scenes.class_colours": one_of(*CLASS_COLOURS),
     "data.scenes.num_train": COUNT,
     "data.scenes.num_val": COUNT,
 }
