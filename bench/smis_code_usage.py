@@ -10,7 +10,12 @@ The classes compare with each other (a class whose code the model reads moves it
 freshly initialised model is no reference: its spectral norms' u, v are random, so sigma is underestimated and
 every code's effect overstated until the power iteration has run.
 
-Usage: python bench/smis_code_usage.py --workdir RUN [--layouts 12] [--seed 0]
+`car_colour`: does the encoder's car code carry the car's colour at all? The same daylight layouts with every car
+repainted in each of the six car base colours (the pixels' own shading kept): leave-one-out nearest-centroid
+accuracy of the colour from the car code (standardised), against chance 1/6, and the spread of the six colours'
+mean codes against the spread over layouts within one colour. An encoder that carries the colour scores near 1.
+
+Usage: python bench/smis_code_usage.py --workdir RUN [--layouts 12] [--colour_layouts 20] [--seed 0]
 """
 
 from __future__ import annotations
@@ -52,12 +57,78 @@ def per_class_usage(system, variables, layouts, seed: int) -> dict:
             for c in range(scenes.NUM_CLASSES)}
 
 
+def repainted_cars(scene, colours: np.ndarray) -> np.ndarray:
+    """uint8 [len(colours), H, W, 3]: the scene with all its cars in each colour, each pixel keeping its shading
+    (its grey level over the cars' mean grey level)."""
+    from data_pipelines import scenes
+
+    car = scene.label == scenes.CAR
+    grey = scene.image.astype(np.float32).mean(-1)
+    shade = grey[car] / grey[car].mean()
+    out = np.repeat(scene.image[None], len(colours), 0)
+    out[:, car] = np.clip(np.asarray(colours, np.float32)[:, None] * shade[None, :, None] + 0.5, 0, 255)
+    return out
+
+
+def colour_probe(codes: np.ndarray, colour: np.ndarray) -> dict:
+    """codes [N, D] and their colour index [N]: leave-one-out nearest-centroid accuracy on standardised codes,
+    and the spread of the colours' mean codes against the mean spread within one colour."""
+    codes, colour = np.asarray(codes, np.float64), np.asarray(colour)
+    kinds = np.unique(colour)
+    z = (codes - codes.mean(0)) / (codes.std(0) + 1e-8)
+    sums = np.stack([z[colour == k].sum(0) for k in kinds])
+    counts = np.array([(colour == k).sum() for k in kinds])
+    hits = 0
+    for i in range(len(z)):
+        own = kinds == colour[i]
+        centroids = (sums - own[:, None] * z[i]) / (counts - own)[:, None]  # leave sample i out of its own centroid
+        hits += kinds[np.argmin(((centroids - z[i]) ** 2).sum(-1))] == colour[i]
+    means = np.stack([codes[colour == k].mean(0) for k in kinds])
+    return {"accuracy": round(hits / len(z), 3), "chance": round(1 / len(kinds), 3),
+            "between_colours": round(float(means.std(0).mean()), 4),
+            "within_colour": round(float(np.mean([codes[colour == k].std(0).mean() for k in kinds])), 4)}
+
+
+def car_colour(encode, layouts) -> dict:
+    """`encode(images [B,H,W,3] in [-1, 1], batch) -> per-class codes [B, C, ...]`; layouts: daylight scenes with
+    cars. The car code of every layout repainted in each car base colour, scored by `colour_probe`."""
+    import jax.numpy as jnp
+
+    from data_pipelines import scenes
+
+    colours = np.array(scenes.COLOUR_MODES[scenes.CAR][2], np.float32)
+    codes, kind = [], []
+    for s in layouts:
+        batch = {"label": jnp.asarray(np.repeat(s.label[None], len(colours), 0), jnp.int32),
+                 "instance": jnp.asarray(np.repeat(s.instance[None], len(colours), 0), jnp.int32)}
+        images = jnp.asarray(repainted_cars(s, colours), jnp.float32) / 127.5 - 1
+        codes.append(np.asarray(encode(images, batch))[:, scenes.CAR].reshape(len(colours), -1))
+        kind.extend(range(len(colours)))
+    return {"layouts": len(layouts), **colour_probe(np.concatenate(codes), np.asarray(kind))}
+
+
+def daylight_car_layouts(count: int, *, seed: int, height: int, width: int, family: str, min_pixels: int = 30):
+    """The first `count` validation scenes lit by day with at least `min_pixels` car pixels."""
+    from data_pipelines import scenes
+
+    out, index = [], scenes.SceneSplits().val_offset
+    while len(out) < count:
+        s = scenes.render(index, seed=seed, height=height, width=width, class_colours=family)
+        index += 1
+        if s.global_mode == scenes.GLOBAL_MODES.index("day") and np.count_nonzero(s.label == scenes.CAR) >= min_pixels:
+            out.append(s)
+    return out
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workdir", required=True, help="a scenes_smis run (its checkpoints/ are loaded)")
     p.add_argument("--layouts", type=int, default=12, help="validation layouts")
+    p.add_argument("--colour_layouts", type=int, default=20, help="daylight layouts for the car-colour probe")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
+
+    import jax
 
     from data_pipelines import scenes
     from synth import generate
@@ -74,7 +145,11 @@ def main():
                              class_colours=family) for i in range(args.layouts)]
     result = harness.header(workdir=args.workdir, step=model.step, class_colours=family, layouts=len(layouts),
                             lambda_kld=float(model.config.loss.lambda_kld))
-    result["classes"] = per_class_usage(system, system.inference_variables(model.state), layouts, args.seed)
+    variables = system.inference_variables(model.state)
+    result["classes"] = per_class_usage(system, variables, layouts, args.seed)
+    encode = jax.jit(lambda image, batch: system.encode_codes(variables, image, batch))
+    result["car_colour"] = car_colour(encode, daylight_car_layouts(
+        args.colour_layouts, seed=int(data.seed), height=model.height, width=model.width, family=family))
     harness.emit(result)
 
 

@@ -309,6 +309,42 @@ def test_code_usage_bench_measures_each_class_on_its_own_pixels(tiny):
     assert usage["car"]["mu_std"] == pytest.approx(np.mean(stds), abs=1e-4)
 
 
+def test_car_colour_probe_scores_an_encoder_by_what_its_car_code_carries():
+    """bench/smis_code_usage.py's car-colour probe: cars repainted in each base colour (other pixels untouched,
+    shading kept); a code that is the cars' mean colour scores 1, a code that ignores the colour scores near
+    chance, and the probe reads the car class's slot of the codes."""
+    bench = import_bench("smis_code_usage")
+    layouts = bench.daylight_car_layouts(6, seed=0, height=64, width=64, family="per_scene")
+    assert all(s.global_mode == 0 and (s.label == scenes.CAR).sum() >= 30 for s in layouts)
+    colours = np.array(scenes.COLOUR_MODES[scenes.CAR][2], np.float32)
+    s = layouts[0]
+    painted = bench.repainted_cars(s, colours)
+    car = s.label == scenes.CAR
+    assert painted.shape == (6, 64, 64, 3) and (painted[:, ~car] == s.image[~car]).all()
+    # the cars' mean is the base colour (red: no pixel clips) and the shading follows the original's grey levels
+    red = painted[0][car].astype(np.float32)
+    np.testing.assert_allclose(red.mean(0), colours[0], atol=1.0)
+    assert np.corrcoef(red[:, 0], s.image[car].astype(np.float32).mean(-1))[0, 1] > 0.99
+
+    def encoder(read):  # codes [B, C, 1, 1, 3]: the car slot holds read(image, car mask), the others noise
+        def encode(images, batch):
+            images, label = np.asarray(images), np.asarray(batch["label"])
+            codes = np.random.default_rng(0).normal(size=(len(images), scenes.NUM_CLASSES, 1, 1, 3))
+            for i in range(len(images)):
+                codes[i, scenes.CAR, 0, 0] = read(images[i], label[i] == scenes.CAR)
+            return codes
+        return encode
+
+    reads_colour = bench.car_colour(encoder(lambda image, mask: image[mask].mean(0)), layouts)
+    assert reads_colour["layouts"] == 6 and reads_colour["accuracy"] == 1.0 and reads_colour["chance"] == 0.167
+    assert reads_colour["between_colours"] > reads_colour["within_colour"]
+    reads_shape = bench.car_colour(encoder(lambda image, mask: [mask.mean(), mask[:32].mean(), mask[:, :32].mean()]),
+                                   layouts)
+    # A code of the layout alone: no spread between the colours, and no better than chance (here 0: leaving a
+    # sample out moves only its own colour's centroid away from it).
+    assert reads_shape["accuracy"] <= reads_shape["chance"] and reads_shape["between_colours"] == 0.0
+
+
 def test_one_gan_step_trains_the_encoder_with_the_summed_kl(tiny):
     config, system, variables, _, layouts = tiny
     config = config.copy_and_resolve_references()
