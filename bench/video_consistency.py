@@ -2,7 +2,7 @@
 of a moving car, measured on procedural scenes, printed as JSON.
 
 For each --workdir NAME=DIR (a trained scenes model), validation scenes with a car are rendered as a sequence in
-which one car drives away along the road and back with everything else fixed (`data_pipelines.scenes.
+which one car drives away along the road and back with everything else fixed (`data_pipelines.car_sequences.
 moving_car_sequence`). Each frame is generated on its own with the SAME key, so whatever the model draws from the
 key is held across frames: conditional IMLE's noise map, pix2pixHD + noise's map, BicycleGAN's and SPADE-VAE's z,
 CRN's chosen image index, pix2pix's dropout masks (through the generic `synth.generate.generate`, batch 1 per frame;
@@ -76,17 +76,17 @@ def skip_reason(config) -> str | None:
     return None
 
 
-def car_sequences(model, count: int, frames: int, travel: float, min_pixels: int = 20) -> list:
+def validation_sequences(model, count: int, frames: int, travel: float, min_pixels: int = 20) -> list:
     """`count` moving-car sequences from the validation scenes at the model's size."""
-    from data_pipelines import scenes
+    from data_pipelines import car_sequences, scenes
 
     seed = int(model.config.data.scenes.seed)
     index, out = scenes.SceneSplits().val_offset, []
     while len(out) < count:
-        index = scenes.find_car_scene(index, seed=seed, height=model.height, width=model.width,
-                                      min_pixels=min_pixels)
-        out.append(scenes.moving_car_sequence(index, seed=seed, height=model.height, width=model.width,
-                                              frames=frames, travel=travel))
+        index = car_sequences.find_car_scene(index, seed=seed, height=model.height, width=model.width,
+                                             min_pixels=min_pixels)
+        out.append(car_sequences.moving_car_sequence(index, seed=seed, height=model.height, width=model.width,
+                                                     frames=frames, travel=travel))
         index += 1
     return out
 
@@ -96,7 +96,7 @@ def render(model, sequence, keys) -> np.ndarray:
     from synth import generate
 
     return np.concatenate([generate.generate(model, s.label, instance=s.instance, rng=k)
-                           for s, k in zip(sequence.scenes, keys)])
+                           for s, k in zip(sequence.frames, keys)])
 
 
 def sequence_scores(model, sequences, seed: int = 0) -> dict:
@@ -106,7 +106,7 @@ def sequence_scores(model, sequences, seed: int = 0) -> dict:
     held, fresh, truth = [], [], []
     for i, seq in enumerate(sequences):
         key = jax.random.fold_in(jax.random.key(seed), i)
-        n = len(seq.scenes)
+        n = len(seq.frames)
         static = seq.static_masks()
         held.append(static_difference(render(model, seq, [key] * n), static))
         fresh.append(static_difference(render(model, seq, [jax.random.fold_in(key, 1000 + f) for f in range(n)]),
@@ -155,12 +155,12 @@ def measure(workdir: str, args) -> dict:
     if reason:
         return {"skipped": reason}
     model = generate.load(directory)
-    sequences = car_sequences(model, args.sequences, args.frames, args.travel)
+    sequences = validation_sequences(model, args.sequences, args.frames, args.travel)
     out = {"model": config.model.name, "step": model.step, "size": [model.height, model.width],
            "held_code": held_code(model.system), "sequences": len(sequences),
            "scenes": [s.index for s in sequences], **sequence_scores(model, sequences, args.seed)}
     if "noise" in model.system.controls:
-        out["day_night"] = day_night_interpolation(model, sequences[0].scenes[0], args.codes, args.steps, args.seed)
+        out["day_night"] = day_night_interpolation(model, sequences[0].frames[0], args.codes, args.steps, args.seed)
     return out
 
 

@@ -1,15 +1,15 @@
-"""The scenes' moving-car sequence (data_pipelines/scenes.py) and the scoring of bench/video_consistency.py."""
+"""The scenes' moving-car sequence (data_pipelines/car_sequences.py) and the scoring of bench/video_consistency.py."""
 
 import numpy as np
 import pytest
 
-from data_pipelines import scenes
+from data_pipelines import car_sequences, scenes
 
 
 @pytest.fixture(scope="module")
 def sequence():
-    index = scenes.find_car_scene(0, min_pixels=40)
-    return scenes.moving_car_sequence(index, frames=7, travel=0.3)
+    index = car_sequences.find_car_scene(0, min_pixels=40)
+    return car_sequences.moving_car_sequence(index, frames=7, travel=0.3)
 
 
 def test_only_the_moving_car_changes(sequence):
@@ -24,11 +24,11 @@ def test_only_the_moving_car_changes(sequence):
         np.testing.assert_array_equal(images[f][keep], images[f + 1][keep])  # texture and colours too
     # The first and last frames are the scene as the dataset renders it.
     base = scenes.render(sequence.index, seed=sequence.seed)
-    for s in (sequence.scenes[0], sequence.scenes[-1]):
+    for s in (sequence.frames[0], sequence.frames[-1]):
         np.testing.assert_array_equal(s.image, base.image)
         np.testing.assert_array_equal(s.instance, base.instance)
     # The same modes in every frame (every frame shows the same objects here).
-    for s in sequence.scenes:
+    for s in sequence.frames:
         assert s.global_mode == base.global_mode
         assert {o.instance_id: o.colour_mode for o in s.objects} == {o.instance_id: o.colour_mode
                                                                      for o in base.objects}
@@ -47,14 +47,14 @@ def test_the_car_moves_away_and_back(sequence):
 
 
 def test_bad_sequence_requests_are_named():
-    index = scenes.find_car_scene(0)
+    index = car_sequences.find_car_scene(0)
     with pytest.raises(ValueError, match="frames"):
-        scenes.moving_car_sequence(index, frames=1)
+        car_sequences.moving_car_sequence(index, frames=1)
     with pytest.raises(ValueError, match="is not a car of scene"):
-        scenes.moving_car_sequence(index, car=11099)
-    no_car = next(i for i in range(200) if not any(p for *_, p in scenes.scene_cars(i)))
+        car_sequences.moving_car_sequence(index, car=11099)
+    no_car = next(i for i in range(200) if not any(p for *_, p in car_sequences.scene_cars(i)))
     with pytest.raises(ValueError, match="no visible car"):
-        scenes.moving_car_sequence(no_car)
+        car_sequences.moving_car_sequence(no_car)
 
 
 # ---------------------------------------------------------------------------- bench/video_consistency.py scoring
@@ -99,7 +99,7 @@ def test_held_index_of_a_crn_keeps_the_static_region_steadier(bench):
     system = models.build(config)
     model = generate.from_variables(config, {"g": jax.jit(system.init)(jax.random.key(0))["g"]})
     assert bench.held_code(model.system) == "image index of the k"
-    sequences = bench.car_sequences(model, 1, frames=4, travel=0.25, min_pixels=8)
+    sequences = bench.validation_sequences(model, 1, frames=4, travel=0.25, min_pixels=8)
     scores = bench.sequence_scores(model, sequences)
     assert scores["ground_truth"] == 0.0 and len(scores["held_per_pair"]) == 3
     assert 0 < scores["held"] < scores["fresh_key_per_frame"]  # held: only the receptive field moves it
