@@ -17,7 +17,9 @@ Arguments (comma separated): `tiny` (tests: encoder width 12, ndf 4, a 2-layer d
 at 32x32 the latent grid would be 1x1, where the encoder's last InstanceNorm leaves zeros), `vgg`,
 `per_scene_colours` (the scenes family where all objects of a class in a scene share one colour mode,
 `data.scenes.class_colours`: in the default family a scene's cars take independent colours, which one car code
-cannot place, so the car code carries little; the other classes and the layouts are the same).
+cannot place, so the car code carries little; the other classes and the layouts are the same),
+`encoder_norm=none` (a named deviation: the class encoder without its InstanceNorms; the official norm leaves a
+flat-coloured object one sign per channel about its colour, so the scenes' flat cars cannot be told apart; README).
 """
 
 import ml_collections as mlc
@@ -27,10 +29,11 @@ from configs.smis_common import smis_model, smis_training
 
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
-    a = parse_arg(arg, tiny=False, vgg=False, per_scene_colours=False)
+    a = parse_arg(arg, tiny=False, vgg=False, per_scene_colours=False, encoder_norm="instance")
     config = mlc.ConfigDict()
     config.model = smis_model(netG="cityscapes", ngf=12, nef=24, block_groups=(12, 12, 6, 6, 3, 3, 1),
-                              num_upsampling_layers="normal", ndf=32, n_layers_D=3)
+                              num_upsampling_layers="normal", ndf=32, n_layers_D=3,
+                              encoder_norm=a.encoder_norm)
     config.update(smis_training(batch_size=8, steps_per_epoch=1000, niter=1, niter_decay=1))
     config.data = mlc.ConfigDict(dict(
         **data_settings(),

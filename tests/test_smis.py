@@ -197,6 +197,12 @@ def test_group_counts_that_do_not_divide_their_widths_are_named_before_building(
     config.model.num_upsampling_layers = "more"  # a 1x1 latent grid at 64x64
     with pytest.raises(config_check.ConfigError, match="a 1x1 latent grid, where the encoder's last InstanceNorm"):
         config_check.validate(config)
+    config.model.encoder_norm = "none"  # without the norms a 1x1 grid keeps its code
+    config_check.validate(config)
+    config.model.encoder_norm = "batch"
+    with pytest.raises(config_check.ConfigError, match="config.model.encoder_norm = 'batch': must be one of"):
+        config_check.validate(config)
+    config.model.encoder_norm = "instance"
     config.data.scenes.update(height=48, width=48)
     with pytest.raises(config_check.ConfigError, match="multiples of 64"):
         config_check.validate(config)
@@ -281,6 +287,26 @@ def test_encoded_codes_are_the_encoders_means_and_absent_classes_its_bias(tiny):
         np.testing.assert_allclose(codes[0, c], np.broadcast_to(bias[c], (2, 2, 8)), atol=1e-7)
     image = generate.generate(model, s.label, instance=s.instance, z=jnp.asarray(codes))
     assert image.shape == (1, 64, 64, 3)
+
+
+@pytest.mark.parametrize("norm", S.ENCODER_NORMS)
+def test_the_official_encoder_cannot_tell_a_class_from_a_scaled_copy(norm):
+    """Why a flat-coloured class's code carries next to nothing about its colour: bias-free convs, LeakyReLU and
+    affine-free InstanceNorm make the official encoder's code of a crop equal that of the crop times any k > 0
+    (a flat car and a darker one of the same hue share a code); without the norms (`encoder_norm="none"`, a named
+    deviation, no parameters of its own) the two codes differ."""
+    crops = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3 * 4), minval=-1.0, maxval=1.0)
+    encoder = S.ClassEncoder(4, 8, 4, spectral=True, norm=norm)
+    variables = encoder.init(KEY, crops, train=False)
+    mu, _ = encoder.apply(variables, crops, train=False)
+    mu_scaled, _ = encoder.apply(variables, 0.3 * crops, train=False)
+    difference = float(jnp.max(jnp.abs(mu - mu_scaled)))
+    if norm == "instance":
+        assert difference < 1e-4  # InstanceNorm's eps aside
+    else:
+        assert difference > 1e-2
+    official = S.ClassEncoder(4, 8, 4, spectral=True, norm="instance").init(KEY, crops, train=False)
+    assert jax.tree.map(jnp.shape, variables) == jax.tree.map(jnp.shape, official)
 
 
 def test_code_usage_bench_measures_each_class_on_its_own_pixels(tiny):

@@ -53,6 +53,7 @@ from synth.models.base import GANSystem, GeneratorOutput, apply
 from synth.models.discriminators import MultiscaleDiscriminator
 
 NUM_UPSAMPLING = {"normal": 5, "more": 6}
+ENCODER_NORMS = ("instance", "none")
 CODE_CHANNELS = 8  # the official latent: 8 channels per class
 BLOCKS = ("head_0", "G_middle_0", "G_middle_1", "up_0", "up_1", "up_2", "up_3")
 ENCODER_WIDTHS = {"deepfashion": 256, "cityscapes": 350, "ade20k": 604}  # hard-coded per dataset_mode
@@ -225,6 +226,9 @@ class ClassEncoder(nn.Module):
     nef: int = 256
     n_layers: int = 6
     spectral: bool = True
+    # "instance": the official (affine-free InstanceNorm after every conv). "none" is a named deviation: the
+    # official norm leaves a flat-coloured region one sign per channel about its colour (README, SMIS).
+    norm: str = "instance"
 
     @nn.compact
     def __call__(self, crops: jnp.ndarray, *, train: bool):
@@ -236,7 +240,8 @@ class ClassEncoder(nn.Module):
                 x = lrelu(x)
             x = Conv(width, 3, strides=2, padding=1, use_bias=False, spectral=self.spectral, groups=c,
                      name=f"layer{i + 1}")(x, update_stats=train)
-            x = instance_norm(x)
+            if self.norm == "instance":
+                x = instance_norm(x)
         x = lrelu(x)
         mu = Conv(CODE_CHANNELS * c, 3, groups=c, name="fc_mu")(x)
         logvar = Conv(CODE_CHANNELS * c, 3, groups=c, name="fc_var")(x)
@@ -280,6 +285,7 @@ class SMISSystem(GANSystem):
         "model.num_upsampling_layers": cc.one_of(*NUM_UPSAMPLING),
         "model.spade_norm": cc.one_of("batch", "instance"),
         "model.norm_d": cc.one_of("instance", "none"),
+        "model.encoder_norm": cc.one_of(*ENCODER_NORMS),
         "model.block_groups": cc.Rule(
             lambda v: isinstance(v, (tuple, list)) and (len(v) == 0 or (
                 len(v) == len(BLOCKS) and all(isinstance(g, int) and g >= 1 for g in v))),
@@ -296,7 +302,7 @@ class SMISSystem(GANSystem):
         except ValueError as e:
             return [f"config.model.num_upsampling_layers = {m.num_upsampling_layers!r} at the data's "
                     f"{height}x{width}: {e}"]
-        if sh * (width // (height // sh)) < 2:
+        if sh * (width // (height // sh)) < 2 and m.get("encoder_norm", "instance") == "instance":
             return [f"config.model.num_upsampling_layers = {m.num_upsampling_layers!r} at the data's {height}x{width}: "
                     f"a 1x1 latent grid, where the encoder's last InstanceNorm leaves only zeros (no code, no "
                     f"gradient); take fewer upsampling layers or larger images"]
@@ -364,7 +370,8 @@ class SMISSystem(GANSystem):
                                      tuple(m.block_groups), bool(m.ade20k_up_4), m.spectral_g, m.spade_norm)
         d = MultiscaleDiscriminator(num_D=m.num_D, ndf=m.ndf, n_layers=m.n_layers_D, spectral=m.spectral_d,
                                     norm=m.norm_d, legacy_strides=m.legacy_d_strides)
-        e = ClassEncoder(classes, m.nef, encoder_layers(height, sh), m.spectral_e)
+        e = ClassEncoder(classes, m.nef, encoder_layers(height, sh), m.spectral_e,
+                         m.get("encoder_norm", "instance"))  # runs saved before the option: the official
         return {"g": g, "d": d, "e": e}
 
     def _model_config(self):
