@@ -16,10 +16,11 @@ accuracy of the colour from the car code (standardised), against chance 1/6, and
 mean codes against the spread over layouts within one colour. An encoder that carries the colour scores near 1.
 
 `--untrained_nef N` runs the car-colour probe alone on a freshly initialised `scenes_smis:per_scene_colours`
-encoder of width N (its reference: what the architecture passes before any training).
+encoder of width N (its reference: what the architecture passes before any training); `--encoder_norm none` probes
+the named deviation without the encoder's InstanceNorms.
 
 Usage: python bench/smis_code_usage.py --workdir RUN [--layouts 12] [--colour_layouts 20] [--seed 0]
-       python bench/smis_code_usage.py --untrained_nef 24 [--colour_layouts 20] [--seed 0]
+       python bench/smis_code_usage.py --untrained_nef 24 [--encoder_norm none] [--colour_layouts 20] [--seed 0]
 """
 
 from __future__ import annotations
@@ -124,14 +125,14 @@ def daylight_car_layouts(count: int, *, seed: int, height: int, width: int, fami
     return out
 
 
-def untrained_car_colour(nef: int, colour_layouts: int, seed: int) -> dict:
+def untrained_car_colour(nef: int, colour_layouts: int, seed: int, encoder_norm: str = "instance") -> dict:
     """The car-colour probe on a freshly initialised per_scene_colours SMIS encoder of width `nef`."""
     import jax
 
     from configs import scenes_smis
     from synth import models
 
-    config = scenes_smis.get_config("per_scene_colours")
+    config = scenes_smis.get_config(f"per_scene_colours,encoder_norm={encoder_norm}")
     config.model.nef = int(nef)
     system = models.build(config)
     variables = system.inference_variables(jax.jit(system.init)(jax.random.key(seed)))
@@ -139,13 +140,15 @@ def untrained_car_colour(nef: int, colour_layouts: int, seed: int) -> dict:
     data = config.data.scenes
     layouts = daylight_car_layouts(colour_layouts, seed=int(data.seed), height=int(data.height),
                                    width=int(data.width), family=str(data.class_colours))
-    return {**harness.header(untrained_nef=int(nef), init_seed=seed), "car_colour": car_colour(encode, layouts)}
+    return {**harness.header(untrained_nef=int(nef), encoder_norm=encoder_norm, init_seed=seed), "car_colour": car_colour(encode, layouts)}
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workdir", help="a scenes_smis run (its checkpoints/ are loaded)")
     p.add_argument("--untrained_nef", type=int, default=0, help="probe an untrained encoder of this width instead")
+    p.add_argument("--encoder_norm", default="instance", help="with --untrained_nef: 'instance' (the official) "
+                   "or 'none'")
     p.add_argument("--layouts", type=int, default=12, help="validation layouts")
     p.add_argument("--colour_layouts", type=int, default=20, help="daylight layouts for the car-colour probe")
     p.add_argument("--seed", type=int, default=0)
@@ -160,7 +163,7 @@ def main():
     if bool(args.workdir) == bool(args.untrained_nef):
         raise SystemExit("Give --workdir or --untrained_nef (one of them).")
     if args.untrained_nef:
-        harness.emit(untrained_car_colour(args.untrained_nef, args.colour_layouts, args.seed))
+        harness.emit(untrained_car_colour(args.untrained_nef, args.colour_layouts, args.seed, args.encoder_norm))
         return
     model = generate.load(os.path.join(args.workdir, "checkpoints"))
     system = model.system
