@@ -140,7 +140,8 @@ def untrained_car_colour(nef: int, colour_layouts: int, seed: int, encoder_norm:
     data = config.data.scenes
     layouts = daylight_car_layouts(colour_layouts, seed=int(data.seed), height=int(data.height),
                                    width=int(data.width), family=str(data.class_colours))
-    return {**harness.header(untrained_nef=int(nef), encoder_norm=encoder_norm, init_seed=seed), "car_colour": car_colour(encode, layouts)}
+    return {**harness.header(untrained_nef=int(nef), encoder_norm=encoder_norm, init_seed=seed),
+            "car_colour": car_colour(encode, layouts)}
 
 
 def main():

@@ -293,7 +293,8 @@ def test_encoded_codes_are_the_encoders_means_and_absent_classes_its_bias(tiny):
 def test_the_official_encoder_cannot_tell_a_class_from_a_scaled_copy(norm):
     """Why a flat-coloured class's code carries next to nothing about its colour: bias-free convs, LeakyReLU and
     affine-free InstanceNorm make the official encoder's code of a crop equal that of the crop times any k > 0
-    (a flat car and a darker one of the same hue share a code); without the norms (`encoder_norm="none"`, a named
+    (in [-1, 1] pixels, where the crop's background is 0: a flat car and one whose colour is pulled towards
+    or pushed from mid-grey share a code); without the norms (`encoder_norm="none"`, a named
     deviation, no parameters of its own) the two codes differ."""
     crops = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3 * 4), minval=-1.0, maxval=1.0)
     encoder = S.ClassEncoder(4, 8, 4, spectral=True, norm=norm)
