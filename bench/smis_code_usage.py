@@ -148,8 +148,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workdir", help="a scenes_smis run (its checkpoints/ are loaded)")
     p.add_argument("--untrained_nef", type=int, default=0, help="probe an untrained encoder of this width instead")
-    p.add_argument("--encoder_norm", default="instance", help="with --untrained_nef: 'instance' (the official) "
-                   "or 'none'")
+    p.add_argument("--encoder_norm", default="instance", choices=("instance", "none"),
+                   help="with --untrained_nef: 'instance' (the official) or 'none'")
     p.add_argument("--layouts", type=int, default=12, help="validation layouts")
     p.add_argument("--colour_layouts", type=int, default=20, help="daylight layouts for the car-colour probe")
     p.add_argument("--seed", type=int, default=0)

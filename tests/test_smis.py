@@ -308,6 +308,8 @@ def test_the_official_encoder_cannot_tell_a_class_from_a_scaled_copy(norm):
         assert difference > 1e-2
     official = S.ClassEncoder(4, 8, 4, spectral=True, norm="instance").init(KEY, crops, train=False)
     assert jax.tree.map(jnp.shape, variables) == jax.tree.map(jnp.shape, official)
+    with pytest.raises(ValueError, match="ClassEncoder norm 'batch': must be one of"):
+        S.ClassEncoder(4, 8, 4, norm="batch").init(KEY, crops, train=False)
 
 
 def test_code_usage_bench_measures_each_class_on_its_own_pixels(tiny):

@@ -232,6 +232,8 @@ class ClassEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, crops: jnp.ndarray, *, train: bool):
+        if self.norm not in ENCODER_NORMS:  # else a typo would silently drop the official norms
+            raise ValueError(f"ClassEncoder norm {self.norm!r}: must be one of {ENCODER_NORMS}")
         c = self.classes
         widths = [self.nef * m for m in (1, 2, 4, 8)] + [self.nef * 8] * max(0, self.n_layers - 4)
         x = crops
