@@ -112,13 +112,14 @@ def car_colour(encode, layouts) -> dict:
     return {"layouts": len(layouts), **colour_probe(np.concatenate(codes), np.asarray(kind))}
 
 
-def daylight_car_layouts(count: int, *, seed: int, height: int, width: int, family: str, min_pixels: int = 30):
-    """The first `count` validation scenes lit by day with at least `min_pixels` car pixels."""
+def daylight_car_layouts(count: int, *, height: int, width: int, family: dict, min_pixels: int = 30):
+    """The first `count` validation scenes of `family` (`scenes.family`'s arguments) lit by day with at least
+    `min_pixels` car pixels."""
     from data_pipelines import scenes
 
     out, index = [], scenes.SceneSplits().val_offset
     while len(out) < count:
-        s = scenes.render(index, seed=seed, height=height, width=width, class_colours=family)
+        s = scenes.render(index, height=height, width=width, **family)
         index += 1
         if s.global_mode == scenes.GLOBAL_MODES.index("day") and np.count_nonzero(s.label == scenes.CAR) >= min_pixels:
             out.append(s)
@@ -130,6 +131,7 @@ def untrained_car_colour(nef: int, colour_layouts: int, seed: int, encoder_norm:
     import jax
 
     from configs import scenes_smis
+    from data_pipelines import scenes
     from synth import models
 
     config = scenes_smis.get_config(f"per_scene_colours,encoder_norm={encoder_norm}")
@@ -138,8 +140,8 @@ def untrained_car_colour(nef: int, colour_layouts: int, seed: int, encoder_norm:
     variables = system.inference_variables(jax.jit(system.init)(jax.random.key(seed)))
     encode = jax.jit(lambda image, batch: system.encode_codes(variables, image, batch))
     data = config.data.scenes
-    layouts = daylight_car_layouts(colour_layouts, seed=int(data.seed), height=int(data.height),
-                                   width=int(data.width), family=str(data.class_colours))
+    layouts = daylight_car_layouts(colour_layouts, height=int(data.height), width=int(data.width),
+                                   family=scenes.family(data))
     return {**harness.header(untrained_nef=int(nef), encoder_norm=encoder_norm, init_seed=seed),
             "car_colour": car_colour(encode, layouts)}
 
@@ -171,17 +173,18 @@ def main():
     if not hasattr(system, "encode_codes") or "smis" not in type(system).__name__.lower():
         raise SystemExit(f"{args.workdir}: not an SMIS model ({type(system).__name__}).")
     data = model.config.data.scenes
-    family = str(data.get("class_colours", "per_object"))
+    family = scenes.family(data)
     start = scenes.SceneSplits().val_offset
-    layouts = [scenes.render(start + i, seed=int(data.seed), height=model.height, width=model.width,
-                             class_colours=family) for i in range(args.layouts)]
-    result = harness.header(workdir=args.workdir, step=model.step, class_colours=family, layouts=len(layouts),
+    layouts = [scenes.render(start + i, height=model.height, width=model.width, **family)
+               for i in range(args.layouts)]
+    result = harness.header(workdir=args.workdir, step=model.step, class_colours=family["class_colours"],
+                            car_scale=family["car_scale"], layouts=len(layouts),
                             lambda_kld=float(model.config.loss.lambda_kld))
     variables = system.inference_variables(model.state)
     result["classes"] = per_class_usage(system, variables, layouts, args.seed)
     encode = jax.jit(lambda image, batch: system.encode_codes(variables, image, batch))
     result["car_colour"] = car_colour(encode, daylight_car_layouts(
-        args.colour_layouts, seed=int(data.seed), height=model.height, width=model.width, family=family))
+        args.colour_layouts, height=model.height, width=model.width, family=family))
     harness.emit(result)
 
 

@@ -101,16 +101,15 @@ def main():
     model = generate.load(os.path.join(args.workdir, "checkpoints"))
     h, w = model.height, model.width
     layouts, index = [], scenes.SceneSplits().val_offset
+    family = scenes.family(model.config.data.scenes)  # the family the model trained on
     while len(layouts) < args.layouts:
-        data = model.config.data.scenes  # the family the model trained on (per-scene class colours or not)
-        s = scenes.render(index, seed=int(data.seed), height=h, width=w,
-                          class_colours=str(data.get("class_colours", "per_object")))
+        s = scenes.render(index, height=h, width=w, **family)
         index += 1
         if any(o.class_id == scenes.CAR and np.count_nonzero(s.instance == o.instance_id) >= modes.MIN_PIXELS
                for o in s.objects):
             layouts.append(s)
     result["layouts"] = len(layouts)
-    result["class_colours"] = str(model.config.data.scenes.get("class_colours", "per_object"))
+    result.update(class_colours=family["class_colours"], car_scale=family["car_scale"])
     result["car_only"] = change_rates(model, layouts, [scenes.CAR], args.draws, args.seed)
     result["all_classes"] = change_rates(model, layouts, list(range(scenes.NUM_CLASSES)), args.draws, args.seed)
     harness.emit(result)

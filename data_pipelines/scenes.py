@@ -60,6 +60,7 @@ BUILDING_MODE_PROBS = (0.35, 0.3, 0.25, 0.1)
 TREE_MODES = ("summer", "autumn", "pine")
 TREE_MODE_PROBS = (0.5, 0.3, 0.2)
 CLASS_COLOURS = ("per_object", "per_scene")  # How the objects of a class draw their colour modes.
+CAR_SCALES = (0.25, 4.0)  # The range of `car_scale`, the factor on every car's size.
 
 # Each countable class: its colour modes, their probabilities and the base colours (RGB, 0..255).
 COLOUR_MODES = {
@@ -350,9 +351,10 @@ def _draw_trees(c: _Canvas, rng, mode: int, horizon: float, road, objects: list,
 
 
 def _draw_cars(c: _Canvas, rng, mode: int, horizon: float, road, objects: list, depths: dict | None = None,
-               cars_out: list | None = None, shared: dict | None = None):
+               cars_out: list | None = None, shared: dict | None = None, scale: float = 1.0):
     """`depths` {car k: depth t} moves car k along its lateral line of the road (its draws unchanged, so every
-    other object and the texture stay as they are); `cars_out` collects (instance id, depth, lateral)."""
+    other object and the texture stay as they are); `cars_out` collects (instance id, depth, lateral); `scale`
+    multiplies every car's width and height (its draws unchanged)."""
     centre, half = road
     cars = sorted((rng.uniform(0.2, 0.95), rng.uniform(-0.7, 0.7)) for _ in range(rng.integers(0, 6)))
     drawn = []
@@ -368,7 +370,7 @@ def _draw_cars(c: _Canvas, rng, mode: int, horizon: float, road, objects: list, 
         # Far first: nearer cars occlude farther ones.
         base = horizon + t * (1 - horizon)
         x = centre(t) + lateral * half(t)
-        cw = half(t) * width_factor
+        cw = half(t) * width_factor * scale
         ch = cw * height_factor
         rs, cs = c.rows(base - ch, base), c.cols(x - cw / 2, x + cw / 2)
         ys, xs = c.y[rs], c.x[:, cs]
@@ -382,14 +384,17 @@ def _draw_cars(c: _Canvas, rng, mode: int, horizon: float, road, objects: list, 
 
 
 def render(index: int, *, seed: int = 0, height: int = 64, width: int = 64, class_colours: str = "per_object",
-           car_depths: dict | None = None, cars_out: list | None = None) -> Scene:
+           car_scale: float = 1.0, car_depths: dict | None = None, cars_out: list | None = None) -> Scene:
     """Renders sample `index` of the scene family `seed` at `height` x `width`; `class_colours` (one of
-    CLASS_COLOURS) says whether each object draws its colour mode or each class one per scene.
+    CLASS_COLOURS) says whether each object draws its colour mode or each class one per scene; `car_scale`
+    multiplies every car's size (a family with larger cars; every draw is unchanged).
 
     For moving-car sequences (`data_pipelines.car_sequences`): `car_depths` {car k: depth} moves car k along its
     lateral line of the road, every other draw unchanged; `cars_out` collects (instance id, depth, lateral)."""
     if class_colours not in CLASS_COLOURS:
         raise ValueError(f"class_colours must be one of {CLASS_COLOURS}, got {class_colours!r}.")
+    if not CAR_SCALES[0] <= car_scale <= CAR_SCALES[1]:
+        raise ValueError(f"car_scale must be in [{CAR_SCALES[0]}, {CAR_SCALES[1]}], got {car_scale!r}.")
     shared = _shared_modes(index, seed) if class_colours == "per_scene" else None
     rng = np.random.default_rng([int(seed), int(index)])
     c = _Canvas(height, width)
@@ -405,7 +410,7 @@ def render(index: int, *, seed: int = 0, height: int = 64, width: int = 64, clas
     _draw_buildings(c, rng, mode, horizon, objects, shared)
     _draw_trees(c, rng, mode, horizon, road, objects, shared)
     if road:
-        _draw_cars(c, rng, mode, horizon, road, objects, car_depths, cars_out, shared)
+        _draw_cars(c, rng, mode, horizon, road, objects, car_depths, cars_out, shared, car_scale)
 
     fine = rng.standard_normal((height, width)).astype(np.float32)
     smooth = _smooth_noise(rng, height, width, max(2, height // 12))
@@ -415,6 +420,14 @@ def render(index: int, *, seed: int = 0, height: int = 64, width: int = 64, clas
     scene_objects = tuple(SceneObject(int(i), int(k), int(m)) for i, k, m in objects if i in visible)
     return Scene(image=np.clip(image + 0.5, 0, 255).astype(np.uint8), label=c.label,
                  instance=c.instance, global_mode=mode, objects=scene_objects)
+
+
+def family(scenes_config) -> dict:
+    """`render`'s family arguments (seed, class_colours, car_scale) from a `config.data.scenes`, with the defaults
+    where an older config lacks them."""
+    get = scenes_config.get
+    return {"seed": int(get("seed", 0)), "class_colours": str(get("class_colours", "per_object")),
+            "car_scale": float(get("car_scale", 1.0))}
 
 
 def iterate(indices: Sequence[int] | range, *, seed: int = 0, height: int = 64,

@@ -187,10 +187,10 @@ def _scene_source(spec: DatasetSpec, split: str, data) -> Source:
 
     cfg = data.scenes
     indices = scenes.SceneSplits(int(cfg.num_train), int(cfg.num_val)).indices(split)
+    family = scenes.family(cfg)
 
     def load(i: int) -> dict:
-        s = scenes.render(indices[i], seed=int(cfg.seed), height=int(cfg.height), width=int(cfg.width),
-                          class_colours=str(cfg.get("class_colours", "per_object")))
+        s = scenes.render(indices[i], height=int(cfg.height), width=int(cfg.width), **family)
         out = {"image": s.image, "label": s.label}
         if spec.use_instance:
             out["instance"] = s.instance
