@@ -153,6 +153,39 @@ def test_an_unknown_class_colours_family_is_a_named_error():
         scenes.render(0, class_colours="per_class")
 
 
+def test_car_scale_grows_every_car_and_keeps_the_scene():
+    grown = 0
+    for i in range(40):
+        base, big = scenes.render(i, class_colours="per_scene"), scenes.render(i, class_colours="per_scene",
+                                                                                car_scale=3.0)
+        # Every draw is unchanged: lighting, the objects and their modes; only the cars grow (and may hide an
+        # object behind them).
+        assert base.global_mode == big.global_mode
+        assert {(o.instance_id, o.colour_mode) for o in big.objects if o.class_id != scenes.CAR} <= \
+            {(o.instance_id, o.colour_mode) for o in base.objects if o.class_id != scenes.CAR}
+        assert {o.colour_mode for o in base.objects if o.class_id == scenes.CAR} <= \
+            {o.colour_mode for o in big.objects if o.class_id == scenes.CAR}
+        cars = (base.label == scenes.CAR) | (big.label == scenes.CAR)
+        np.testing.assert_array_equal(base.label[~cars], big.label[~cars])
+        np.testing.assert_array_equal(base.image[~cars], big.image[~cars])
+        n_base, n_big = np.count_nonzero(base.label == scenes.CAR), np.count_nonzero(big.label == scenes.CAR)
+        assert n_big >= n_base
+        grown += n_big > 4 * n_base > 0
+    assert grown >= 5
+    np.testing.assert_array_equal(scenes.render(3, car_scale=1.0).image, scenes.render(3).image)
+    for bad in (0.1, 5.0):
+        with pytest.raises(ValueError, match=f"car_scale.*{bad}"):
+            scenes.render(0, car_scale=bad)
+
+
+def test_family_reads_a_config_with_defaults_for_older_ones():
+    import ml_collections as mlc
+
+    assert scenes.family(mlc.ConfigDict({"seed": 2})) == {"seed": 2, "class_colours": "per_object", "car_scale": 1.0}
+    assert scenes.family(mlc.ConfigDict({"seed": 0, "class_colours": "per_scene", "car_scale": 3})) == \
+        {"seed": 0, "class_colours": "per_scene", "car_scale": 3.0}
+
+
 def test_splits_are_disjoint_index_ranges():
     splits = scenes.SceneSplits(num_train=100, num_val=10)
     assert set(splits.indices("train")).isdisjoint(splits.indices("validation"))

@@ -51,6 +51,7 @@ class ScenesConfig(tfds.core.BuilderConfig):
     num_val: int = 500
     seed: int = 0
     class_colours: str = "per_object"  # scenes.CLASS_COLOURS
+    car_scale: float = 1.0  # every car's size times this, in scenes.CAR_SCALES
 
     def __post_init__(self):
         # Fail at construction rather than halfway through a build.
@@ -60,6 +61,9 @@ class ScenesConfig(tfds.core.BuilderConfig):
         if self.class_colours not in scenes.CLASS_COLOURS:
             raise ValueError(f"ScenesConfig {self.name!r}: class_colours={self.class_colours!r}; expected one of "
                              f"{scenes.CLASS_COLOURS}.")
+        if not scenes.CAR_SCALES[0] <= self.car_scale <= scenes.CAR_SCALES[1]:
+            raise ValueError(f"ScenesConfig {self.name!r}: car_scale={self.car_scale!r}; expected a number in "
+                             f"{list(scenes.CAR_SCALES)}.")
         if self.num_train < 0 or self.num_val < 0 or self.num_train + self.num_val == 0:
             raise ValueError(f"ScenesConfig {self.name!r}: num_train={self.num_train}, "
                              f"num_val={self.num_val}; need non-negative sizes, not both zero.")
@@ -119,7 +123,7 @@ class Scenes(tfds.core.GeneratorBasedBuilder):
         cfg = self.builder_config
         for index in indices:
             scene = scenes.render(index, seed=cfg.seed, height=cfg.height, width=cfg.width,
-                                  class_colours=cfg.class_colours)
+                                  class_colours=cfg.class_colours, car_scale=cfg.car_scale)
             objects = scene.objects
             yield index, {
                 "image": scene.image,
