@@ -21,7 +21,9 @@ cannot place, so the car code carries little; the other classes and the layouts 
 `encoder_norm=none` (a named deviation: the class encoder without its InstanceNorms; the official norm leaves a
 flat-coloured object one sign per channel about its colour, so the scenes' flat cars cannot be told apart; README),
 `car_scale=k` (the scenes family with every car k times its size, `data.scenes.car_scale`: at 64x64 the default
-cars are 2.3% of the pixels, and at 2,000 steps the generator renders them from the layout alone; README).
+cars are 2.3% of the pixels, and at 2,000 steps the generator renders them from the layout alone; README),
+`mu_init_gain=g` (a named deviation: fc_mu's xavier gain, official 0.02, at which the codes' means start ~250
+times below the posterior's unit noise; README).
 """
 
 import ml_collections as mlc
@@ -31,11 +33,12 @@ from configs.smis_common import smis_model, smis_training
 
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
-    a = parse_arg(arg, tiny=False, vgg=False, per_scene_colours=False, encoder_norm="instance", car_scale=1.0)
+    a = parse_arg(arg, tiny=False, vgg=False, per_scene_colours=False, encoder_norm="instance", car_scale=1.0,
+                  mu_init_gain=0.02)
     config = mlc.ConfigDict()
     config.model = smis_model(netG="cityscapes", ngf=12, nef=24, block_groups=(12, 12, 6, 6, 3, 3, 1),
                               num_upsampling_layers="normal", ndf=32, n_layers_D=3,
-                              encoder_norm=a.encoder_norm)
+                              encoder_norm=a.encoder_norm, mu_init_gain=a.mu_init_gain)
     config.update(smis_training(batch_size=8, steps_per_epoch=1000, niter=1, niter_decay=1))
     config.data = mlc.ConfigDict(dict(
         **data_settings(),

@@ -47,7 +47,7 @@ import jax.numpy as jnp
 
 from synth import config_rules as cc
 from synth import losses
-from synth.layers import Conv, instance_norm, upsample_nearest_2x
+from synth.layers import Conv, instance_norm, spade_init, upsample_nearest_2x
 from synth.layers.group_spade import MODES, GroupSPADE, hidden_and_groups
 from synth.models.base import GANSystem, GeneratorOutput, apply
 from synth.models.discriminators import MultiscaleDiscriminator
@@ -229,6 +229,10 @@ class ClassEncoder(nn.Module):
     # "instance": the official (affine-free InstanceNorm after every conv). "none" is a named deviation: the
     # official norm leaves a flat-coloured region one sign per channel about its colour (README, SMIS).
     norm: str = "instance"
+    # fc_mu's xavier gain. 0.02 is the official (every conv's init): the codes' means then spread ~0.004 against
+    # the posterior's unit noise, so the generator first sees noise in every code. A larger gain is a named
+    # deviation that starts the means at the prior's scale (README, SMIS).
+    mu_init_gain: float = 0.02
 
     @nn.compact
     def __call__(self, crops: jnp.ndarray, *, train: bool):
@@ -245,7 +249,7 @@ class ClassEncoder(nn.Module):
             if self.norm == "instance":
                 x = instance_norm(x)
         x = lrelu(x)
-        mu = Conv(CODE_CHANNELS * c, 3, groups=c, name="fc_mu")(x)
+        mu = Conv(CODE_CHANNELS * c, 3, groups=c, kernel_init=spade_init(self.mu_init_gain), name="fc_mu")(x)
         logvar = Conv(CODE_CHANNELS * c, 3, groups=c, name="fc_var")(x)
         return mu, logvar
 
@@ -288,6 +292,7 @@ class SMISSystem(GANSystem):
         "model.spade_norm": cc.one_of("batch", "instance"),
         "model.norm_d": cc.one_of("instance", "none"),
         "model.encoder_norm": cc.one_of(*ENCODER_NORMS),
+        "model.mu_init_gain": cc.number(above=0.0),
         "model.block_groups": cc.Rule(
             lambda v: isinstance(v, (tuple, list)) and (len(v) == 0 or (
                 len(v) == len(BLOCKS) and all(isinstance(g, int) and g >= 1 for g in v))),
@@ -373,7 +378,8 @@ class SMISSystem(GANSystem):
         d = MultiscaleDiscriminator(num_D=m.num_D, ndf=m.ndf, n_layers=m.n_layers_D, spectral=m.spectral_d,
                                     norm=m.norm_d, legacy_strides=m.legacy_d_strides)
         e = ClassEncoder(classes, m.nef, encoder_layers(height, sh), m.spectral_e,
-                         m.get("encoder_norm", "instance"))  # runs saved before the option: the official
+                         m.get("encoder_norm", "instance"),  # runs saved before these options: the official
+                         float(m.get("mu_init_gain", 0.02)))
         return {"g": g, "d": d, "e": e}
 
     def _model_config(self):
