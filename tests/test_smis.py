@@ -203,6 +203,10 @@ def test_group_counts_that_do_not_divide_their_widths_are_named_before_building(
     with pytest.raises(config_check.ConfigError, match="config.model.encoder_norm = 'batch': must be one of"):
         config_check.validate(config)
     config.model.encoder_norm = "instance"
+    config.model.mu_init_gain = 0.0
+    with pytest.raises(config_check.ConfigError, match="config.model.mu_init_gain = 0.0: must be"):
+        config_check.validate(config)
+    config.model.mu_init_gain = 0.02
     config.data.scenes.update(height=48, width=48)
     with pytest.raises(config_check.ConfigError, match="multiples of 64"):
         config_check.validate(config)
@@ -310,6 +314,28 @@ def test_the_official_encoder_cannot_tell_a_class_from_a_scaled_copy(norm):
     assert jax.tree.map(jnp.shape, variables) == jax.tree.map(jnp.shape, official)
     with pytest.raises(ValueError, match="ClassEncoder norm 'batch': must be one of"):
         S.ClassEncoder(4, 8, 4, norm="batch").init(KEY, crops, train=False)
+
+
+def test_mu_init_gain_scales_the_initial_code_means_and_nothing_else():
+    """`mu_init_gain` is fc_mu's xavier gain: the official 0.02 is every conv's init (the default); 5 starts the
+    means 250x wider, at the prior's unit scale (a named deviation); fc_var, the other layers and the parameter
+    shapes stay as they are."""
+    crops = jax.random.uniform(jax.random.key(1), (4, 32, 32, 3 * 4), minval=-1.0, maxval=1.0)
+    official = S.ClassEncoder(4, 8, 4).init(KEY, crops, train=False)
+    wide = S.ClassEncoder(4, 8, 4, mu_init_gain=5.0).init(KEY, crops, train=False)
+    assert jax.tree.map(jnp.shape, official) == jax.tree.map(jnp.shape, wide)
+    np.testing.assert_allclose(wide["params"]["fc_mu"]["kernel"], 250.0 * official["params"]["fc_mu"]["kernel"],
+                               rtol=1e-5)
+    same = jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)),
+                        {k: v for k, v in official["params"].items() if k != "fc_mu"},
+                        {k: v for k, v in wide["params"].items() if k != "fc_mu"})
+    assert all(jax.tree.leaves(same))
+    (mu, logvar), (mu_wide, logvar_wide) = (S.ClassEncoder(4, 8, 4, mu_init_gain=g).apply(v, crops, train=False)
+                                            for g, v in ((0.02, official), (5.0, wide)))
+    np.testing.assert_allclose(mu_wide, 250.0 * mu, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(logvar_wide, logvar)
+    assert S.SMISSystem.build_networks(scenes_smis.get_config("tiny").model.copy_and_resolve_references(),
+                                       64, 64)["e"].mu_init_gain == 0.02
 
 
 def test_code_usage_bench_measures_each_class_on_its_own_pixels(tiny):
