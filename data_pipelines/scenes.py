@@ -17,6 +17,8 @@ independent modes a scene's 3-5 cars have 3-5 colours, which one code per class 
 ``car_scale=k`` is a variant family with every car k times its size (the same draws; a larger car may hide an
 object behind it). At 64x64 the default cars are 2.3% of a validation scene's pixels (median 31 pixels a car);
 at k = 3, 13.8% (129 pixels): a class large enough to weigh in the losses of a short CPU training.
+``light="day"`` (or dusk, night) lights every scene alike, every draw unchanged (only a dusk scene's sun, which
+sits low at dusk, moves): a family whose only appearance modes are the objects' colours.
 
 Layouts vary in horizon height, road shape, and the number and placement of buildings, trees and cars;
 objects of one class overlap (buildings side by side, cars queueing, trees in front of each other), so
@@ -65,6 +67,7 @@ TREE_MODES = ("summer", "autumn", "pine")
 TREE_MODE_PROBS = (0.5, 0.3, 0.2)
 CLASS_COLOURS = ("per_object", "per_scene")  # How the objects of a class draw their colour modes.
 CAR_SCALES = (0.25, 4.0)  # The range of `car_scale`, the factor on every car's size.
+LIGHTS = ("drawn",) + GLOBAL_MODES  # `light`: each scene draws its global mode, or every scene takes one.
 
 # Each countable class: its colour modes, their probabilities and the base colours (RGB, 0..255).
 COLOUR_MODES = {
@@ -388,10 +391,12 @@ def _draw_cars(c: _Canvas, rng, mode: int, horizon: float, road, objects: list, 
 
 
 def render(index: int, *, seed: int = 0, height: int = 64, width: int = 64, class_colours: str = "per_object",
-           car_scale: float = 1.0, car_depths: dict | None = None, cars_out: list | None = None) -> Scene:
+           car_scale: float = 1.0, light: str = "drawn", car_depths: dict | None = None,
+           cars_out: list | None = None) -> Scene:
     """Renders sample `index` of the scene family `seed` at `height` x `width`; `class_colours` (one of
     CLASS_COLOURS) says whether each object draws its colour mode or each class one per scene; `car_scale`
-    multiplies every car's size (a family with larger cars; every draw is unchanged).
+    multiplies every car's size (a family with larger cars; every draw is unchanged); `light` (one of LIGHTS) a
+    global mode every scene takes in place of its draw.
 
     For moving-car sequences (`data_pipelines.car_sequences`): `car_depths` {car k: depth} moves car k along its
     lateral line of the road, every other draw unchanged; `cars_out` collects (instance id, depth, lateral)."""
@@ -399,10 +404,14 @@ def render(index: int, *, seed: int = 0, height: int = 64, width: int = 64, clas
         raise ValueError(f"class_colours must be one of {CLASS_COLOURS}, got {class_colours!r}.")
     if not CAR_SCALES[0] <= car_scale <= CAR_SCALES[1]:
         raise ValueError(f"car_scale must be in [{CAR_SCALES[0]}, {CAR_SCALES[1]}], got {car_scale!r}.")
+    if light not in LIGHTS:
+        raise ValueError(f"light must be one of {LIGHTS}, got {light!r}.")
     shared = _shared_modes(index, seed) if class_colours == "per_scene" else None
     rng = np.random.default_rng([int(seed), int(index)])
     c = _Canvas(height, width)
-    mode = _pick(rng, GLOBAL_MODE_PROBS)
+    mode = _pick(rng, GLOBAL_MODE_PROBS)  # drawn in every family, so that the later draws stay in step
+    if light != "drawn":
+        mode = GLOBAL_MODES.index(light)
     horizon = float(rng.uniform(0.35, 0.6))
     objects: list[tuple[int, int, int]] = []
     _draw_sky(c, rng, mode, horizon)
@@ -427,11 +436,11 @@ def render(index: int, *, seed: int = 0, height: int = 64, width: int = 64, clas
 
 
 def family(scenes_config) -> dict:
-    """`render`'s family arguments (seed, class_colours, car_scale) from a `config.data.scenes`, with the defaults
-    where an older config lacks them."""
+    """`render`'s family arguments (seed, class_colours, car_scale, light) from a `config.data.scenes`, with the
+    defaults where an older config lacks them."""
     get = scenes_config.get
     return {"seed": int(get("seed", 0)), "class_colours": str(get("class_colours", "per_object")),
-            "car_scale": float(get("car_scale", 1.0))}
+            "car_scale": float(get("car_scale", 1.0)), "light": str(get("light", "drawn"))}
 
 
 def iterate(indices: Sequence[int] | range, *, seed: int = 0, height: int = 64,

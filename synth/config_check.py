@@ -14,7 +14,7 @@ Fields a config does not have are skipped: configs differ in which sections and 
 from __future__ import annotations
 
 from data_pipelines import sources
-from data_pipelines.scenes import CAR_SCALES, CLASS_COLOURS
+from data_pipelines.scenes import CAR_SCALES, CLASS_COLOURS, LIGHTS
 from synth import models
 from synth.config_rules import (BOOLEAN, COUNT, NON_NEGATIVE, PROBABILITY, Rule, check_rules, integer, is_int, number,
                                 one_of)
@@ -78,6 +78,7 @@ RULES: dict[str, Rule] = {
     "data.scenes.seed": integer(0),
     "data.scenes.class_colours": one_of(*CLASS_COLOURS),
     "data.scenes.car_scale": number(*CAR_SCALES),
+    "data.scenes.light": one_of(*LIGHTS),
     "data.scenes.num_train": COUNT,
     "data.scenes.num_val": COUNT,
 }

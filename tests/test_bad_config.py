@@ -24,8 +24,8 @@ CONFIGS = {
     "scenes_ccfpse:tiny": lambda: scenes_ccfpse.get_config("tiny"),
     "scenes_cimle:tiny": lambda: scenes_cimle.get_config("tiny"),
     "scenes_pix2pixhd:tiny": lambda: scenes_pix2pixhd.get_config("tiny"),
-    "scenes_smis:tiny,per_scene_colours,car_scale=3": lambda: scenes_smis.get_config(
-        "tiny,per_scene_colours,car_scale=3"),
+    "scenes_smis:tiny,per_scene_colours,car_scale=3,light=day": lambda: scenes_smis.get_config(
+        "tiny,per_scene_colours,car_scale=3,light=day"),
     "spade_ade20k": lambda: spade_ade20k.get_config("root=/data/ade"),
     "ccfpse_cityscapes": lambda: ccfpse_cityscapes.get_config(),
     "pix2pixhd_cityscapes": lambda: pix2pixhd_cityscapes.get_config(),
@@ -66,6 +66,7 @@ BAD_VALUES = {
     "data.scenes.num_val": [0, -1],
     "data.scenes.class_colours": ["per_class"],
     "data.scenes.car_scale": [0.1, 5.0],
+    "data.scenes.light": ["noon"],
     "data.preprocess.crop_size": [0],
     "data.preprocess.load_size": [-286],
     "data.preprocess.aspect_ratio": [0.0],

@@ -178,12 +178,30 @@ def test_car_scale_grows_every_car_and_keeps_the_scene():
             scenes.render(0, car_scale=bad)
 
 
+def test_a_fixed_light_replaces_the_drawn_one_and_keeps_every_other_draw():
+    for i in range(60):
+        drawn, day = scenes.render(i, class_colours="per_scene"), scenes.render(i, class_colours="per_scene",
+                                                                                 light="day")
+        assert day.global_mode == scenes.GLOBAL_MODES.index("day")
+        assert [(o.instance_id, o.colour_mode) for o in drawn.objects] == \
+            [(o.instance_id, o.colour_mode) for o in day.objects]
+        moved = drawn.label != day.label  # only a dusk sun, which sits low at dusk, moves
+        assert not moved.any() or drawn.global_mode == scenes.GLOBAL_MODES.index("dusk")
+        assert np.isin(drawn.label[moved], [scenes.SUN, scenes.SKY, scenes.CLOUD]).all()
+        if drawn.global_mode == day.global_mode:
+            np.testing.assert_array_equal(drawn.image, day.image)
+    assert {scenes.render(i, light="night").global_mode for i in range(10)} == {2}
+    with pytest.raises(ValueError, match="light must be one of.*'noon'"):
+        scenes.render(0, light="noon")
+
+
 def test_family_reads_a_config_with_defaults_for_older_ones():
     import ml_collections as mlc
 
-    assert scenes.family(mlc.ConfigDict({"seed": 2})) == {"seed": 2, "class_colours": "per_object", "car_scale": 1.0}
-    assert scenes.family(mlc.ConfigDict({"seed": 0, "class_colours": "per_scene", "car_scale": 3})) == \
-        {"seed": 0, "class_colours": "per_scene", "car_scale": 3.0}
+    assert scenes.family(mlc.ConfigDict({"seed": 2})) == {"seed": 2, "class_colours": "per_object", "car_scale": 1.0,
+                                                          "light": "drawn"}
+    assert scenes.family(mlc.ConfigDict({"seed": 0, "class_colours": "per_scene", "car_scale": 3, "light": "day"})) \
+        == {"seed": 0, "class_colours": "per_scene", "car_scale": 3.0, "light": "day"}
 
 
 def test_splits_are_disjoint_index_ranges():

@@ -30,9 +30,9 @@ def _read_split(builder, split: str, key: str) -> dict:
             for ex in tfds.as_numpy(builder.as_dataset(split=split))}
 
 
-@pytest.mark.parametrize("class_colours,car_scale", [("per_object", 1.0), ("per_scene", 3.0)])
-def test_scenes_round_trip_equals_render(tmp_path, class_colours, car_scale):
-    builder = _tiny_scenes(tmp_path, class_colours=class_colours, car_scale=car_scale)
+@pytest.mark.parametrize("class_colours,car_scale,light", [("per_object", 1.0, "drawn"), ("per_scene", 3.0, "day")])
+def test_scenes_round_trip_equals_render(tmp_path, class_colours, car_scale, light):
+    builder = _tiny_scenes(tmp_path, class_colours=class_colours, car_scale=car_scale, light=light)
     builder.download_and_prepare()
     assert builder.info.splits["train"].num_examples == 6
     assert builder.info.splits["validation"].num_examples == 3
@@ -42,7 +42,7 @@ def test_scenes_round_trip_equals_render(tmp_path, class_colours, car_scale):
         assert sorted(examples) == list(splits.indices(split))
         for index, ex in examples.items():
             want = scenes.render(index, seed=0, height=32, width=32, class_colours=class_colours,
-                                 car_scale=car_scale)
+                                 car_scale=car_scale, light=light)
             assert ex["image"].dtype == np.uint8 and ex["image"].shape == (32, 32, 3)
             assert ex["label"].dtype == np.uint8 and ex["label"].shape == (32, 32, 1)
             assert ex["instance"].dtype == np.uint16 and ex["instance"].shape == (32, 32, 1)
@@ -93,6 +93,8 @@ def test_scenes_configs():
         ScenesConfig(name="bad", class_colours="per_car")
     with pytest.raises(ValueError, match="car_scale=5"):
         ScenesConfig(name="bad", car_scale=5)
+    with pytest.raises(ValueError, match="light='noon'"):
+        ScenesConfig(name="bad", light="noon")
 
 
 # --- Cityscapes --------------------------------------------------------------------------------------

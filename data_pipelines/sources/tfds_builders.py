@@ -52,6 +52,7 @@ class ScenesConfig(tfds.core.BuilderConfig):
     seed: int = 0
     class_colours: str = "per_object"  # scenes.CLASS_COLOURS
     car_scale: float = 1.0  # every car's size times this, in scenes.CAR_SCALES
+    light: str = "drawn"  # scenes.LIGHTS
 
     def __post_init__(self):
         # Fail at construction rather than halfway through a build.
@@ -64,6 +65,8 @@ class ScenesConfig(tfds.core.BuilderConfig):
         if not scenes.CAR_SCALES[0] <= self.car_scale <= scenes.CAR_SCALES[1]:
             raise ValueError(f"ScenesConfig {self.name!r}: car_scale={self.car_scale!r}; expected a number in "
                              f"{list(scenes.CAR_SCALES)}.")
+        if self.light not in scenes.LIGHTS:
+            raise ValueError(f"ScenesConfig {self.name!r}: light={self.light!r}; expected one of {scenes.LIGHTS}.")
         if self.num_train < 0 or self.num_val < 0 or self.num_train + self.num_val == 0:
             raise ValueError(f"ScenesConfig {self.name!r}: num_train={self.num_train}, "
                              f"num_val={self.num_val}; need non-negative sizes, not both zero.")
@@ -123,7 +126,8 @@ class Scenes(tfds.core.GeneratorBasedBuilder):
         cfg = self.builder_config
         for index in indices:
             scene = scenes.render(index, seed=cfg.seed, height=cfg.height, width=cfg.width,
-                                  class_colours=cfg.class_colours, car_scale=cfg.car_scale)
+                                  class_colours=cfg.class_colours, car_scale=cfg.car_scale,
+                                  light=cfg.light)
             objects = scene.objects
             yield index, {
                 "image": scene.image,
