@@ -4,6 +4,8 @@ For a `scenes_smis` checkpoint (--workdir), over validation layouts of the famil
 present in a layout,
 * `mu_std`: the spread (std over its sh x sw x 8 entries) of the encoder's mean code for the real image;
   near 0 means the encoder says nothing about that class (its posterior has collapsed onto the prior's mean);
+* `posterior_std`: the mean of the encoder's posterior std over those entries; 1 is the prior's (with mu_std
+  near 0, the posterior is the prior: a training draw of that code is pure noise to the generator);
 * `redraw_inside` / `redraw_outside`: mean |pixel change| (0..255) inside / outside the class's pixels when only
   that class's code is redrawn from the prior; near 0 inside means the generator ignores that class's code.
 The classes compare with each other (a class whose code the model reads moves its pixels by tens of levels). A
@@ -34,19 +36,21 @@ import numpy as np  # noqa: E402
 
 
 def per_class_usage(system, variables, layouts, seed: int) -> dict:
-    """{class name: {present, mu_std, redraw_inside, redraw_outside}} averaged over the layouts holding it."""
+    """{class name: {present, mu_std, posterior_std, redraw_inside, redraw_outside}} averaged over the layouts
+    holding it."""
     import jax
     import jax.numpy as jnp
 
     from data_pipelines import scenes
 
-    sums = {c: np.zeros(3) for c in range(scenes.NUM_CLASSES)}
+    names = ("mu_std", "posterior_std", "redraw_inside", "redraw_outside")
+    sums = {c: np.zeros(len(names)) for c in range(scenes.NUM_CLASSES)}
     counts = np.zeros(scenes.NUM_CLASSES, int)
     sample = jax.jit(lambda v, b, z: system.sample(v, b, z=z))
     for i, s in enumerate(layouts):
         batch = {"label": jnp.asarray(s.label[None], jnp.int32), "instance": jnp.asarray(s.instance[None], jnp.int32)}
         image = jnp.asarray(s.image[None], jnp.float32) / 127.5 - 1
-        mu = np.asarray(system.encode_codes(variables, image, batch))[0]
+        mu, logvar = (np.asarray(a)[0] for a in system.encode_posterior(variables, image, batch))
         key = jax.random.fold_in(jax.random.key(seed), i)
         z = system.draw_codes(key, 1)
         base = np.asarray(sample(variables, batch, z))[0]
@@ -54,11 +58,12 @@ def per_class_usage(system, variables, layouts, seed: int) -> dict:
             redrawn = z.at[:, c].set(jax.random.normal(jax.random.fold_in(key, 1 + c), z[:, c].shape))
             change = np.abs(np.asarray(sample(variables, batch, redrawn))[0] - base).mean(-1) * 127.5
             mask = s.label == c
-            sums[c] += (mu[c].std(), change[mask].mean(), change[~mask].mean() if (~mask).any() else 0.0)
+            sums[c] += (mu[c].std(), np.exp(0.5 * logvar[c]).mean(), change[mask].mean(),
+                        change[~mask].mean() if (~mask).any() else 0.0)
             counts[c] += 1
     return {scenes.CLASSES[c]: {"present": int(counts[c]),
-                                **({k: round(float(v), 4) for k, v in zip(("mu_std", "redraw_inside", "redraw_outside"),
-                                                                          sums[c] / counts[c])} if counts[c] else {})}
+                                **({k: round(float(v), 4) for k, v in zip(names, sums[c] / counts[c])}
+                                   if counts[c] else {})}
             for c in range(scenes.NUM_CLASSES)}
 
 

@@ -289,6 +289,14 @@ def test_encoded_codes_are_the_encoders_means_and_absent_classes_its_bias(tiny):
     bias = np.asarray(variables["e"]["params"]["fc_mu"]["bias"]).reshape(12, 8)
     for c in absent:  # an all-zero crop: every encoder layer gives zeros, fc_mu its bias
         np.testing.assert_allclose(codes[0, c], np.broadcast_to(bias[c], (2, 2, 8)), atol=1e-7)
+    # The posterior's logvar: fc_var's bias for an absent class; its mean is the same code.
+    batch = {"label": jnp.asarray(s.label[None], jnp.int32), "instance": jnp.asarray(s.instance[None], jnp.int32)}
+    mu, logvar = system.encode_posterior(system.inference_variables(variables),
+                                         jnp.asarray(s.image[None], jnp.float32) / 127.5 - 1, batch)
+    np.testing.assert_allclose(mu, codes, atol=1e-6)
+    var_bias = np.asarray(variables["e"]["params"]["fc_var"]["bias"]).reshape(12, 8)
+    for c in absent:
+        np.testing.assert_allclose(logvar[0, c], np.broadcast_to(var_bias[c], (2, 2, 8)), atol=1e-7)
     image = generate.generate(model, s.label, instance=s.instance, z=jnp.asarray(codes))
     assert image.shape == (1, 64, 64, 3)
 
@@ -362,6 +370,7 @@ def test_code_usage_bench_measures_each_class_on_its_own_pixels(tiny):
             for t in layouts]
     assert usage["car"]["present"] == len(layouts)
     assert usage["car"]["mu_std"] == pytest.approx(np.mean(stds), abs=1e-4)
+    assert 0.5 < usage["car"]["posterior_std"] < 2.0  # near the prior's 1 at init (logvar ~ 0)
 
 
 def test_car_colour_probe_scores_an_encoder_by_what_its_car_code_carries():

@@ -425,9 +425,13 @@ class SMISSystem(GANSystem):
     def encode_codes(self, variables: dict, image: jnp.ndarray, batch: dict) -> jnp.ndarray:
         """The encoder's mean per class, [B, C, sh, sw, 8] (a class absent from a layout gets the code of its
         all-zero crop)."""
+        return self.encode_posterior(variables, image, batch)[0]
+
+    def encode_posterior(self, variables: dict, image: jnp.ndarray, batch: dict):
+        """The encoder's posterior per class: (mu, logvar), each [B, C, sh, sw, 8]."""
         cond = self.conditioning(batch)
-        mu, _ = self.networks["e"].apply(variables["e"], self.crops(image, cond), train=False)
-        return codes_from_map(mu, self.classes)
+        mu, logvar = self.networks["e"].apply(variables["e"], self.crops(image, cond), train=False)
+        return codes_from_map(mu, self.classes), codes_from_map(logvar, self.classes)
 
     def sample(self, variables: dict, batch: dict, key=None, *, z=None):
         """Without z, per-class codes are drawn from N(0, I) with `key`; z: codes [B, C, sh, sw, 8]."""
