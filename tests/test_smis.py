@@ -373,6 +373,43 @@ def test_code_usage_bench_measures_each_class_on_its_own_pixels(tiny):
     assert 0.5 < usage["car"]["posterior_std"] < 2.0  # near the prior's 1 at init (logvar ~ 0)
 
 
+def test_oracle_car_code_puts_the_cars_mean_colour_in_the_car_code(tiny, monkeypatch):
+    """bench/smis_oracle_car_code.py: the car code's channels 0-2 become 2 x the car pixels' mean colour (a layout
+    without cars: 0), nothing else changes; patched into training's forward, the generator then sees it."""
+    bench = import_bench("smis_oracle_car_code")
+    codes = jax.random.normal(KEY, (2, 12, 2, 2, 8))
+    label = np.zeros((2, 8, 8), np.int32)
+    label[0, 2:4, 2:6] = scenes.CAR
+    cond = jax.nn.one_hot(label, 13)
+    image = jax.random.uniform(jax.random.key(3), (2, 8, 8, 3), minval=-1.0, maxval=1.0)
+    got = np.asarray(bench.oracle_codes(codes, cond, image, scenes.CAR))
+    want = np.asarray(codes).copy()
+    want[0, scenes.CAR, :, :, :3] = 2.0 * np.asarray(image)[0, 2:4, 2:6].reshape(-1, 3).mean(0)
+    want[1, scenes.CAR, :, :, :3] = 0.0
+    np.testing.assert_allclose(got, want, atol=1e-6)
+
+    _, system, variables, _, layouts = tiny
+    # An encoder blind to the image (fc_mu, fc_var all zeros: every code a fixed N(0, 1) draw under KEY), so that
+    # only the oracle can carry the repainted cars to the generator.
+    blind = jax.tree_util.tree_map_with_path(
+        lambda path, x: jnp.zeros_like(x) if any(getattr(k, "key", "") in ("fc_mu", "fc_var") for k in path) else x,
+        variables)
+    s = layouts[0]
+    batch = {"label": jnp.asarray(s.label[None], jnp.int32), "instance": jnp.asarray(s.instance[None], jnp.int32)}
+    cond = system.conditioning(batch)
+    repaint = np.asarray(s.image).copy()
+    repaint[s.label == scenes.CAR] = (150, 230, 20)
+
+    def forward(image):
+        image = jnp.asarray(image[None], jnp.float32) / 127.5 - 1
+        return system.generate(blind, cond, {**batch, "image": image}, KEY, train=False).image
+
+    np.testing.assert_array_equal(forward(s.image), forward(repaint))  # the official forward: blind
+    monkeypatch.setattr(S.SMISSystem, "generate", S.SMISSystem.generate)  # restored after the test
+    bench.use_oracle_car_code()
+    assert float(jnp.abs(forward(s.image) - forward(repaint)).max()) > 1e-4
+
+
 def test_car_colour_probe_scores_an_encoder_by_what_its_car_code_carries():
     """bench/smis_code_usage.py's car-colour probe: cars repainted in each base colour (other pixels untouched,
     shading kept); a code that is the cars' mean colour scores 1, a code that ignores the colour scores near
