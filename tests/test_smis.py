@@ -415,7 +415,8 @@ def test_car_colour_probe_scores_an_encoder_by_what_its_car_code_carries():
     shading kept); a code that is the cars' mean colour scores 1, a code that ignores the colour scores near
     chance, and the probe reads the car class's slot of the codes."""
     bench = import_bench("smis_code_usage")
-    layouts = bench.daylight_car_layouts(6, seed=0, height=64, width=64, family="per_scene")
+    family = scenes.family(scenes_smis.get_config("per_scene_colours").data.scenes)
+    layouts = bench.daylight_car_layouts(6, height=64, width=64, family=family)
     assert all(s.global_mode == 0 and (s.label == scenes.CAR).sum() >= 30 for s in layouts)
     colours = np.array(scenes.COLOUR_MODES[scenes.CAR][2], np.float32)
     s = layouts[0]
