@@ -23,8 +23,8 @@ def smis_model(**overrides) -> mlc.ConfigDict:
     """Every field the SMIS system reads (the official defaults; netG and nef per dataset)."""
     m = mlc.ConfigDict(dict(
         name="smis", netG="deepfashion", ngf=160, nef=256, block_groups=(), num_upsampling_layers="more",
-        spectral_g=True, spectral_e=True, encoder_norm="instance", mu_init_gain=0.02, spade_norm="batch", ade20k_up_4=False,
-        ndf=64, num_D=2, n_layers_D=4, spectral_d=True, norm_d="instance", legacy_d_strides=False))
+        spectral_g=True, spectral_e=True, encoder_norm="instance", mu_init_gain=0.02, spade_norm="batch",
+        ade20k_up_4=False, ndf=64, num_D=2, n_layers_D=4, spectral_d=True, norm_d="instance", legacy_d_strides=False))
     m.update(overrides)
     return m
 
