@@ -390,6 +390,16 @@ def _draw_cars(c: _Canvas, rng, mode: int, horizon: float, road, objects: list, 
         objects.append((instance_id, CAR, colour_mode))
 
 
+def check_family(class_colours: str, car_scale: float, light: str) -> None:
+    """A ValueError naming the first of the family arguments that `render` cannot take."""
+    if class_colours not in CLASS_COLOURS:
+        raise ValueError(f"class_colours must be one of {CLASS_COLOURS}, got class_colours={class_colours!r}.")
+    if not CAR_SCALES[0] <= car_scale <= CAR_SCALES[1]:
+        raise ValueError(f"car_scale must be in [{CAR_SCALES[0]}, {CAR_SCALES[1]}], got car_scale={car_scale!r}.")
+    if light not in LIGHTS:
+        raise ValueError(f"light must be one of {LIGHTS}, got light={light!r}.")
+
+
 def render(index: int, *, seed: int = 0, height: int = 64, width: int = 64, class_colours: str = "per_object",
            car_scale: float = 1.0, light: str = "drawn", car_depths: dict | None = None,
            cars_out: list | None = None) -> Scene:
@@ -400,12 +410,7 @@ def render(index: int, *, seed: int = 0, height: int = 64, width: int = 64, clas
 
     For moving-car sequences (`data_pipelines.car_sequences`): `car_depths` {car k: depth} moves car k along its
     lateral line of the road, every other draw unchanged; `cars_out` collects (instance id, depth, lateral)."""
-    if class_colours not in CLASS_COLOURS:
-        raise ValueError(f"class_colours must be one of {CLASS_COLOURS}, got {class_colours!r}.")
-    if not CAR_SCALES[0] <= car_scale <= CAR_SCALES[1]:
-        raise ValueError(f"car_scale must be in [{CAR_SCALES[0]}, {CAR_SCALES[1]}], got {car_scale!r}.")
-    if light not in LIGHTS:
-        raise ValueError(f"light must be one of {LIGHTS}, got {light!r}.")
+    check_family(class_colours, car_scale, light)
     shared = _shared_modes(index, seed) if class_colours == "per_scene" else None
     rng = np.random.default_rng([int(seed), int(index)])
     c = _Canvas(height, width)

@@ -59,14 +59,10 @@ class ScenesConfig(tfds.core.BuilderConfig):
         if self.height < 8 or self.width < 8:
             raise ValueError(f"ScenesConfig {self.name!r}: scenes need at least 8x8 pixels, "
                              f"got {self.height}x{self.width}.")
-        if self.class_colours not in scenes.CLASS_COLOURS:
-            raise ValueError(f"ScenesConfig {self.name!r}: class_colours={self.class_colours!r}; expected one of "
-                             f"{scenes.CLASS_COLOURS}.")
-        if not scenes.CAR_SCALES[0] <= self.car_scale <= scenes.CAR_SCALES[1]:
-            raise ValueError(f"ScenesConfig {self.name!r}: car_scale={self.car_scale!r}; expected a number in "
-                             f"{list(scenes.CAR_SCALES)}.")
-        if self.light not in scenes.LIGHTS:
-            raise ValueError(f"ScenesConfig {self.name!r}: light={self.light!r}; expected one of {scenes.LIGHTS}.")
+        try:
+            scenes.check_family(self.class_colours, self.car_scale, self.light)
+        except ValueError as e:
+            raise ValueError(f"ScenesConfig {self.name!r}: {e}") from None
         if self.num_train < 0 or self.num_val < 0 or self.num_train + self.num_val == 0:
             raise ValueError(f"ScenesConfig {self.name!r}: num_train={self.num_train}, "
                              f"num_val={self.num_val}; need non-negative sizes, not both zero.")
