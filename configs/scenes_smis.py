@@ -24,7 +24,8 @@ flat-coloured object one sign per channel about its colour, so the scenes' flat 
 cars are 2.3% of the pixels, and at 2,000 steps the generator renders them from the layout alone; README),
 `mu_init_gain=g` (a named deviation: fc_mu's xavier gain, official 0.02, at which the codes' means start ~250
 times below the posterior's unit noise; README), `light=day` (every scene lit by day: the objects' colours are
-then the only appearance modes, and no class's code has the global light to carry; README).
+then the only appearance modes, and no class's code has the global light to carry; README), `kl_free_bits=n`
+(a named deviation: the KL pulls no class's code below n nats; official 0; README).
 """
 
 import ml_collections as mlc
@@ -35,7 +36,7 @@ from configs.smis_common import smis_model, smis_training
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
     a = parse_arg(arg, tiny=False, vgg=False, per_scene_colours=False, encoder_norm="instance", car_scale=1.0,
-                  mu_init_gain=0.02, light="drawn")
+                  mu_init_gain=0.02, light="drawn", kl_free_bits=0.0)
     config = mlc.ConfigDict()
     config.model = smis_model(netG="cityscapes", ngf=12, nef=24, block_groups=(12, 12, 6, 6, 3, 3, 1),
                               num_upsampling_layers="normal", ndf=32, n_layers_D=3,
@@ -49,7 +50,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
                     light=a.light),
         preprocess=dict(flip=True)))
     config.train.update(log_every=10, image_every=50, checkpoint_every=50, keep_checkpoints=2, eval_batches=4)
-    config.loss.update(lambda_vgg=10.0 if a.vgg else 0.0, vgg="hed")
+    config.loss.update(lambda_vgg=10.0 if a.vgg else 0.0, vgg="hed", kl_free_bits=a.kl_free_bits)
     if a.tiny:  # For tests: seconds, not minutes.
         config.model.update(nef=12, ndf=4, n_layers_D=2)
         config.data.scenes.update(num_val=8)

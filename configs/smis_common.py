@@ -12,6 +12,10 @@ code hard-codes 256x256 / 256x512 crops and a 4x4 / 4x8 grid: the same numbers a
 synth/models/smis.py); a `255` (unknown) label pixel gets an all-zero one-hot (the official code, without a
 dontcare channel, would fail on it); the ADE20K generator's unused `up_4` is left out unless
 `model.ade20k_up_4`.
+
+Named deviations, off by default: `model.mu_init_gain` (fc_mu's xavier gain, official 0.02) and
+`loss.kl_free_bits` (nats per class code: a class whose batch-mean KL is below it counts as that much, so the KL
+pulls no class's code below it; Kingma et al. 2016; official 0, the plain summed KL).
 """
 
 import ml_collections as mlc
@@ -38,5 +42,6 @@ def smis_training(*, batch_size: int, steps_per_epoch: int, niter: int, niter_de
         **accelerator_settings()))
     optim = mlc.ConfigDict(dict(lr_g=1e-4, lr_d=4e-4, b1=0.0, b2=0.9))
     loss = mlc.ConfigDict(dict(gan_mode="hinge", lambda_feat=10.0, feat_mode="spade", lambda_vgg=10.0,
-                               vgg="torchvision", vgg_path="", lambda_kld=0.05))
+                               vgg="torchvision", vgg_path="", lambda_kld=0.05,
+                               kl_free_bits=0.0))
     return {"train": train, "optim": optim, "loss": loss}

@@ -117,5 +117,23 @@ def perceptual_loss(features_fake: dict, features_real: dict, *,
 
 def kl_divergence(mu: jnp.ndarray, logvar: jnp.ndarray) -> jnp.ndarray:
     """KL(N(mu, exp(logvar)) || N(0, 1)) SUMMED over batch and dimensions, as the official code does."""
+    return jnp.sum(kl_terms(mu, logvar))
+
+
+def kl_terms(mu: jnp.ndarray, logvar: jnp.ndarray) -> jnp.ndarray:
+    """KL(N(mu, exp(logvar)) || N(0, 1)) of every dimension, float32, mu's shape."""
     mu, logvar = _f32(mu), _f32(logvar)
-    return -0.5 * jnp.sum(1.0 + logvar - jnp.square(mu) - jnp.exp(logvar))
+    return -0.5 * (1.0 + logvar - jnp.square(mu) - jnp.exp(logvar))
+
+
+def kl_free_bits(kl_per_group: jnp.ndarray, free_bits: float) -> jnp.ndarray:
+    """A KL with "free bits" (Kingma et al. 2016, "Improved variational inference with inverse autoregressive
+    flow", eq. 15): kl_per_group [B, G] holds each sample's KL per group of latent dimensions; a group whose
+    batch-mean KL is below `free_bits` nats counts as `free_bits`, so the term pulls no group's code below that
+    much information. Summed over the batch as `kl_divergence` is: at free_bits 0 the two are equal."""
+    if kl_per_group.ndim != 2:
+        raise ValueError(f"kl_per_group must be [batch, groups], got shape {tuple(kl_per_group.shape)}")
+    if free_bits < 0:
+        raise ValueError(f"free_bits must be >= 0 nats, got {free_bits}")
+    per_group = jnp.mean(_f32(kl_per_group), axis=0)
+    return kl_per_group.shape[0] * jnp.sum(jnp.maximum(per_group, free_bits))

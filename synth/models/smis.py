@@ -293,6 +293,7 @@ class SMISSystem(GANSystem):
         "model.norm_d": cc.one_of("instance", "none"),
         "model.encoder_norm": cc.one_of(*ENCODER_NORMS),
         "model.mu_init_gain": cc.number(above=0.0),
+        "loss.kl_free_bits": cc.NON_NEGATIVE,
         "model.block_groups": cc.Rule(
             lambda v: isinstance(v, (tuple, list)) and (len(v) == 0 or (
                 len(v) == len(BLOCKS) and all(isinstance(g, int) and g >= 1 for g in v))),
@@ -414,7 +415,13 @@ class SMISSystem(GANSystem):
         return GeneratorOutput(image, {"mu": mu, "logvar": logvar}, out)
 
     def generator_losses(self, aux: dict, batch: dict, features) -> dict:
-        return {"g_kld": self.config.loss.lambda_kld * losses.kl_divergence(aux["mu"], aux["logvar"])}
+        free_bits = float(self.config.loss.get("kl_free_bits", 0.0))  # runs saved before the option: official
+        if free_bits == 0.0:
+            kld = losses.kl_divergence(aux["mu"], aux["logvar"])
+        else:  # a named deviation: free bits per class code (README, configs/smis_common.py)
+            per_class = codes_from_map(losses.kl_terms(aux["mu"], aux["logvar"]), self.classes).sum(axis=(2, 3, 4))
+            kld = losses.kl_free_bits(per_class, free_bits)
+        return {"g_kld": self.config.loss.lambda_kld * kld}
 
     # -- per-class codes
 
