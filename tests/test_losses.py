@@ -175,6 +175,29 @@ def test_kl_divergence_is_a_sum_over_batch_and_dimensions():
     assert float(losses.kl_divergence(jnp.zeros((4, 8)), jnp.zeros((4, 8)))) == 0.0
 
 
+def test_kl_free_bits_counts_a_group_below_the_threshold_as_the_threshold():
+    # Two samples, three groups; batch-mean KL per group: 0.5, 3.0 and 1.0 nats.
+    per_group = jnp.array([[0.0, 2.0, 1.5], [1.0, 4.0, 0.5]])
+    assert float(losses.kl_free_bits(per_group, 0.0)) == pytest.approx(9.0)  # the plain sum over batch and groups
+    # free bits 2: groups 0 and 2 count as 2 each, group 1 as its own 3; times the batch of 2.
+    assert float(losses.kl_free_bits(per_group, 2.0)) == pytest.approx(2 * (2.0 + 3.0 + 2.0))
+    # No pull on a group below the threshold; the plain sum's gradient (1 per sample) on a group above it.
+    grad = np.asarray(jax.grad(losses.kl_free_bits)(per_group, 2.0))
+    np.testing.assert_array_equal(grad, [[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
+    with pytest.raises(ValueError, match=r"free_bits must be >= 0 nats, got -1.0"):
+        losses.kl_free_bits(per_group, -1.0)
+    with pytest.raises(ValueError, match=r"kl_per_group must be \[batch, groups\], got shape \(6,\)"):
+        losses.kl_free_bits(per_group.reshape(-1), 1.0)
+
+
+def test_kl_terms_sum_to_kl_divergence():
+    mu = jnp.asarray(X.reshape(2, 2))
+    logvar = jnp.array([[0.3, -0.2], [0.0, 1.0]])
+    terms = losses.kl_terms(mu, logvar)
+    assert terms.shape == mu.shape and bool((terms >= 0).all())
+    assert float(terms.sum()) == pytest.approx(float(losses.kl_divergence(mu, logvar)), rel=1e-6)
+
+
 def test_losses_compute_in_float32():
     x = jnp.asarray(X, jnp.bfloat16)
     assert losses.gan_loss(x, target_is_real=True, for_discriminator=True).dtype == jnp.float32

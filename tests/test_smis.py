@@ -467,6 +467,39 @@ def test_one_gan_step_trains_the_encoder_with_the_summed_kl(tiny):
     assert all(jax.tree.leaves(moved))  # every encoder parameter is stepped with G
 
 
+def test_kl_free_bits_frees_each_class_code_and_defaults_to_the_official_sum():
+    """`loss.kl_free_bits` (a named deviation): the KL of each class's code (its 8 channels at every latent cell),
+    batch-averaged, counts at least that many nats; 0, the default, is the official summed KL."""
+    config = scenes_smis.get_config("tiny")
+    system = models.build(config)
+    c = system.classes
+    assert config.loss.kl_free_bits == 0.0
+    assert scenes_smis.get_config("tiny,kl_free_bits=32").loss.kl_free_bits == 32.0
+    rng = np.random.default_rng(0)
+    mu = rng.normal(size=(2, 2, 2, 8 * c)).astype(np.float32)
+    mu[..., 8 * 3:8 * 4] *= 0.01  # class 3's code carries almost nothing: below the free bits
+    logvar = (0.1 * rng.normal(size=mu.shape)).astype(np.float32)
+    aux = {"mu": jnp.asarray(mu), "logvar": jnp.asarray(logvar)}
+    official = system.generator_losses(aux, {}, None)["g_kld"]
+    np.testing.assert_allclose(official, 0.05 * losses.kl_divergence(mu, logvar), rtol=1e-6)
+    # By hand: channels [8k, 8k + 8) of the map are class k's code.
+    terms = -0.5 * (1 + logvar - mu ** 2 - np.exp(logvar))
+    per_class = terms.reshape(2, 2, 2, c, 8).sum(axis=(1, 2, 4)).mean(0)  # [C], batch-mean nats
+    free = 4.0
+    assert per_class[3] < free < per_class.min(initial=np.inf, where=np.arange(c) != 3)
+    config.loss.kl_free_bits = free
+    config_check.validate(config)
+    freed = models.build(config).generator_losses(aux, {}, None)["g_kld"]
+    np.testing.assert_allclose(freed, 0.05 * 2 * np.maximum(per_class, free).sum(), rtol=1e-5)
+    grad = jax.grad(lambda m: models.build(config).generator_losses({"mu": m, "logvar": aux["logvar"]}, {},
+                                                                     None)["g_kld"])(aux["mu"])
+    grad = np.asarray(grad).reshape(2, 2, 2, c, 8)
+    assert not grad[..., 3, :].any() and np.abs(grad[..., 4, :]).sum() > 0  # the freed class alone feels no pull
+    config.loss.kl_free_bits = -1.0
+    with pytest.raises(config_check.ConfigError, match=r"config.loss.kl_free_bits = -1.0: must be a finite number >= 0"):
+        config_check.validate(config)
+
+
 # ------------------------------------------------------------------------------------------------------ data
 
 def test_deepfashion_reader_pairs_smis_layout_and_checks_labels(tmp_path):
