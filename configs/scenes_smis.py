@@ -19,13 +19,17 @@ at 32x32 the latent grid would be 1x1, where the encoder's last InstanceNorm lea
 `data.scenes.class_colours`: in the default family a scene's cars take independent colours, which one car code
 cannot place, so the car code carries little; the other classes and the layouts are the same),
 `encoder_norm=none` (a named deviation: the class encoder without its InstanceNorms; the official norm leaves a
-flat-coloured object one sign per channel about its colour, so the scenes' flat cars cannot be told apart; README),
+flat-coloured object one sign per channel about its colour, so the scenes' flat cars cannot be told apart),
 `car_scale=k` (the scenes family with every car k times its size, `data.scenes.car_scale`: at 64x64 the default
-cars are 2.3% of the pixels, and at 2,000 steps the generator renders them from the layout alone; README),
+cars are 2.3% of the pixels, and at 2,000 steps the generator renders them from the layout alone),
 `mu_init_gain=g` (a named deviation: fc_mu's xavier gain, official 0.02, at which the codes' means start ~250
-times below the posterior's unit noise; README), `light=day` (every scene lit by day: the objects' colours are
-then the only appearance modes, and no class's code has the global light to carry; README), `kl_free_bits=n`
-(a named deviation: the KL pulls no class's code below n nats; official 0; README).
+times below the posterior's unit noise), `light=day` (every scene lit by day: the objects' colours are then the
+only appearance modes, and no class's code has the global light to carry), `kl_free_bits=n` (a named deviation:
+the KL pulls no class's code below n nats; official 0).
+
+Per-class control on these scenes (docs/smis_scenes.md): with the official training every object class's code
+collapses onto the prior and is not read; `vgg,per_scene_colours,car_scale=3,light=day,kl_free_bits=32` gives a
+car code whose redraw changes the cars' colour modes and leaves the other classes' modes.
 """
 
 import ml_collections as mlc

@@ -227,11 +227,11 @@ class ClassEncoder(nn.Module):
     n_layers: int = 6
     spectral: bool = True
     # "instance": the official (affine-free InstanceNorm after every conv). "none" is a named deviation: the
-    # official norm leaves a flat-coloured region one sign per channel about its colour (README, SMIS).
+    # official norm leaves a flat-coloured region one sign per channel about its colour (docs/smis_scenes.md).
     norm: str = "instance"
     # fc_mu's xavier gain. 0.02 is the official (every conv's init): the codes' means then spread ~0.004 against
     # the posterior's unit noise, so the generator first sees noise in every code. A larger gain is a named
-    # deviation that starts the means at the prior's scale (README, SMIS).
+    # deviation that starts the means at the prior's scale (docs/smis_scenes.md).
     mu_init_gain: float = 0.02
 
     @nn.compact
@@ -418,7 +418,7 @@ class SMISSystem(GANSystem):
         free_bits = float(self.config.loss.get("kl_free_bits", 0.0))  # runs saved before the option: official
         if free_bits == 0.0:
             kld = losses.kl_divergence(aux["mu"], aux["logvar"])
-        else:  # a named deviation: free bits per class code (README, configs/smis_common.py)
+        else:  # a named deviation: free bits per class code (docs/smis_scenes.md)
             per_class = codes_from_map(losses.kl_terms(aux["mu"], aux["logvar"]), self.classes).sum(axis=(2, 3, 4))
             kld = losses.kl_free_bits(per_class, free_bits)
         return {"g_kld": self.config.loss.lambda_kld * kld}
